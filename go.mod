@@ -1,0 +1,3 @@
+module llmd-conformance/localcluster/etcd
+
+go 1.24
