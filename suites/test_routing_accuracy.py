@@ -1,0 +1,75 @@
+"""Check 5: every request reaches a backend that serves the model its `model` field names, on the
+first attempt, with a confidence bound that meets the topology's threshold.
+
+Requests go out concurrently, never retried; hypothesis generates the mix (see fixtures/mixes.py);
+the sequential test fails a badly broken deployment within tens of requests (fixtures/verdict.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from fixtures.mixes import CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix
+from fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps
+from fixtures.traffic import Outcome, TrafficDriver
+from fixtures.verdict import (Criteria, SequentialTest, diagnose, explain, format_run, measure_routing,
+                              routing_summary)
+
+pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
+
+
+def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, kube, conformance_report,
+                                                        routing_options, pytestconfig):
+    """First-attempt accuracy, with its lower confidence bound, reaches the topology's threshold."""
+    opts = routing_options
+    criteria = Criteria.from_expectation(topology.routing, requests=opts.requests, threshold=opts.threshold,
+                                         method=opts.bound)
+    mix = topology_mix(topology, criteria.requests, opts.mix_seed)
+    test = SequentialTest(criteria, opts.batch_size)
+
+    async def run():
+        async with TrafficDriver(gateway_url, concurrency=opts.concurrency, timeout=opts.request_timeout) as driver:
+            return await measure_routing(
+                driver, mix, test, batch_size=opts.batch_size,
+                seed_replay_models=[m.id for m in topology.models] if opts.replay_seed_protocol else (),
+                seed_rng=random.Random(opts.mix_seed), seed_retry_interval=opts.seed_retry_interval)
+
+    outcome = asyncio.run(run())
+    diagnosis = None
+    if not outcome.decision.passed:
+        pod_models, pool_pods = cluster_pod_maps(kube.core, topology)
+        diagnosis = diagnose(topology, outcome.results, pod_models, pool_pods)
+    conformance_report.record_routing(
+        routing_summary(outcome, topology=topology.name, mix_seed=opts.mix_seed, diagnosis=diagnosis))
+    add_terminal_summary(pytestconfig, format_run(outcome, topology=topology.name, mix_seed=opts.mix_seed,
+                                                  diagnosis=diagnosis))
+    assert outcome.decision.passed, explain(outcome.decision, outcome.results, outcome.slices, diagnosis)
+
+
+def test_unknown_model_is_refused_with_404(topology, gateway_url, routing_options):
+    """A model no backend serves gets 404: from a backend with an OpenAI-style error body when a
+    catch-all rule sends it to a pool, from the gateway (no route) when every rule names a model."""
+    served = [m.id for m in topology.models]
+    names = [f"{UNKNOWN_PREFIX}no-such-model", served[0].upper(), f"{served[0]}-nonexistent",
+             f"{UNKNOWN_PREFIX}another-missing-model"]
+    specs = [RequestSpec(model=name, endpoint=endpoint, stream=stream, prompt="Say hello.", max_tokens=8,
+                         temperature=0.0, known=False)
+             for name, (endpoint, stream) in zip(names, [(COMPLETIONS, False), (CHAT_COMPLETIONS, False),
+                                                         (COMPLETIONS, True), (CHAT_COMPLETIONS, True)])]
+    expected = Outcome.OK_UNKNOWN if topology.has_catch_all_rule else Outcome.UNKNOWN_NO_ROUTE
+    why = ("a catch-all HTTPRoute rule sends it to a pool, whose backend must answer 404 with an OpenAI error body"
+           if expected is Outcome.OK_UNKNOWN else
+           "every HTTPRoute rule matches a served model, so the gateway must answer 404 for want of a route")
+
+    async def run():
+        async with TrafficDriver(gateway_url, concurrency=len(specs),
+                                 timeout=routing_options.request_timeout) as driver:
+            return await driver.send_all(specs)
+
+    results = asyncio.run(run())
+    wrong = [r for r in results if r.outcome is not expected]
+    assert not wrong, (
+        f"expected {expected.value} for every unknown model ({why}); {len(wrong)} of {len(results)} differ:\n"
+        + "\n".join(f"  {r.describe()}" for r in wrong))
