@@ -1,0 +1,229 @@
+"""Envoy config rendering (checked by `envoy --mode validate`) and the Envoy process on loopback.
+
+The process tests send traffic only to 127.77.0.0/24 addresses on this machine.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fixtures.local import envoy as ev
+
+EPP = ev.GrpcService("epp/llm-d/gaie-gemma-epp/9002", (ev.Endpoint("10.244.1.5", 9002),))
+BBR = ev.GrpcService("bbr/llm-d/body-based-router/9004", (ev.Endpoint("10.244.1.7", 9004),))
+
+
+def by_model(model: str) -> ev.Match:
+    return ev.Match(headers=(ev.HeaderMatch("X-Gateway-Base-Model-Name", model),))
+
+
+def pattern2_listener(address="127.77.0.1", port=80, fail_open=False) -> ev.Listener:
+    routes = (
+        ev.Route("gemma", by_model("google/gemma-2b-it"),
+                 ev.PoolBackend(EPP, fail_open, "pool/llm-d/gaie-gemma", (ev.Endpoint("10.244.2.2", 8000),) if fail_open else ())),
+        ev.Route("web", ev.Match(path_type="PathPrefix", path="/web/"), ev.ServiceBackend("service/llm-d/web/80", (ev.Endpoint("10.244.4.2", 8080),))),
+        ev.Route("exact", ev.Match(path_type="Exact", path="/v1/models", method="GET"), ev.DirectResponse(500, "missing pool\n")),
+        ev.Route("regex", ev.Match(path_type="RegularExpression", path="/v[0-9]+/.*",
+                                   query=(ev.HeaderMatch("debug", "[01]", regex=True),)), ev.DirectResponse(503, "x")),
+    )
+    return ev.Listener("llm-d/gw/80", address, port, (ev.VirtualHost("*", ("*",), routes),), bbr=BBR)
+
+
+def filters(listener_config: dict) -> list[dict]:
+    return listener_config["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+
+
+def envoy_routes(listener_config: dict) -> list[dict]:
+    hcm = listener_config["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm["route_config"]["virtual_hosts"][0]["routes"]
+
+
+# ------------------------------------------------------------- rendering, validated by envoy itself
+
+@pytest.mark.parametrize("fail_open", [False, True], ids=["FailClose", "FailOpen"])
+def test_rendered_pattern2_config_passes_envoy_validate(tmp_path, fail_open):
+    """The full config (BBR, EPP per route, service, direct responses, regex) is valid for the real Envoy."""
+    config = ev.render_static_config([pattern2_listener(fail_open=fail_open)], tmp_path / "access.log")
+    ev.validate(config, tmp_path)
+
+
+def test_validate_reports_what_envoy_rejects(tmp_path):
+    """A broken config fails validation with Envoy's own complaint (the validator can fail)."""
+    config = ev.render_static_config([pattern2_listener()], tmp_path / "access.log")
+    envoy_routes(config["static_resources"]["listeners"][0])[0]["route"]["cluster"] = "no-such-cluster"
+    with pytest.raises(ev.EnvoyError, match="no-such-cluster"):
+        ev.validate(config, tmp_path)
+
+
+def test_bbr_runs_before_the_epp_and_clears_the_route_cache(tmp_path):
+    """BBR first (so header matches see its header), then the EPP filter (off unless a route enables it), then the router."""
+    config = ev.render_listener(pattern2_listener(), tmp_path / "a.log")
+    names = [f["name"] for f in filters(config)]
+    assert names == [ev.BBR_FILTER, ev.EPP_FILTER, "envoy.filters.http.router"]
+    bbr, epp = filters(config)[0], filters(config)[1]
+    assert bbr["typed_config"]["route_cache_action"] == "CLEAR"
+    assert bbr["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == BBR.cluster
+    assert bbr["typed_config"]["failure_mode_allow"] is False, "a broken BBR must fail requests, not skip routing"
+    assert epp["disabled"] is True
+    assert epp["typed_config"]["processing_mode"]["request_body_mode"] == "FULL_DUPLEX_STREAMED"
+    without_bbr = ev.render_listener(ev.Listener("l", "127.77.0.1", 80, ()), tmp_path / "a.log")
+    assert ev.BBR_FILTER not in [f["name"] for f in filters(without_bbr)]
+
+
+def test_fail_close_pool_route_goes_to_original_dst_with_its_epp():
+    """FailClose: one route to the ORIGINAL_DST cluster, ext_proc enabled with the pool's EPP, no fallback."""
+    [route] = ev.render_routes(pattern2_listener().virtual_hosts[0].routes[0])
+    assert route["route"]["cluster"] == ev.ORIGINAL_DST
+    override = route["typed_per_filter_config"][ev.EPP_FILTER]["config"]["overrides"]
+    assert override == {"grpc_service": {"envoy_grpc": {"cluster_name": EPP.cluster}}, "failure_mode_allow": False}
+
+
+def test_fail_open_pool_has_header_gated_route_then_fallback():
+    """FailOpen: ORIGINAL_DST only once the EPP set the destination header, else the pool's endpoints."""
+    picked, fallback = ev.render_routes(pattern2_listener(fail_open=True).virtual_hosts[0].routes[0])
+    assert {"name": ev.DESTINATION_HEADER, "present_match": True} in picked["match"]["headers"]
+    assert picked["route"]["cluster"] == ev.ORIGINAL_DST
+    assert fallback["route"]["cluster"] == "pool/llm-d/gaie-gemma"
+    assert ev.DESTINATION_HEADER not in json.dumps(fallback["match"])
+    for r in (picked, fallback):
+        assert r["typed_per_filter_config"][ev.EPP_FILTER]["config"]["overrides"]["failure_mode_allow"] is True
+
+
+def test_clusters_are_rendered_once_each_with_tls_for_ext_proc():
+    """EPP/BBR clusters speak h2 over TLS (GIE's --secure-serving default); ORIGINAL_DST reads the EPP header."""
+    listener = pattern2_listener(fail_open=True)
+    clusters = {c["name"]: c for c in ev.render_clusters([listener, listener])}
+    assert sorted(clusters) == sorted([ev.ORIGINAL_DST, ev.ORIGINAL_DST_H2C, EPP.cluster, BBR.cluster,
+                                       "pool/llm-d/gaie-gemma", "service/llm-d/web/80"])
+    assert clusters[ev.ORIGINAL_DST]["original_dst_lb_config"] == {"use_http_header": True, "http_header_name": ev.DESTINATION_HEADER}
+    for name in (EPP.cluster, BBR.cluster):
+        assert clusters[name]["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+        assert clusters[name]["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"] == ["h2"]
+    assert "transport_socket" not in clusters["pool/llm-d/gaie-gemma"]
+
+
+def test_path_prefix_matches_whole_segments():
+    """Gateway API PathPrefix /web/ matches /web and /web/x, not /website."""
+    web = envoy_routes(ev.render_listener(pattern2_listener(), Path("a.log")))[1]
+    assert web["match"] == {"path_separated_prefix": "/web"}
+
+
+# ------------------------------------------------------------- the Envoy process (real traffic on loopback)
+
+def free_port(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+class Backend(http.server.BaseHTTPRequestHandler):
+    """Answers with which backend served the request and the headers it got."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = json.dumps({"served_by": "%s:%d" % self.server.server_address, "headers": dict(self.headers)}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def backend():
+    server = http.server.ThreadingHTTPServer(("127.77.0.250", 0), Backend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield ev.Endpoint(*server.server_address)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def envoy(tmp_path):
+    proc = ev.EnvoyProcess(tmp_path)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def client():
+    with httpx.Client(trust_env=False, timeout=10) as c:
+        yield c
+
+
+def listener_with(routes, address="127.77.0.249") -> ev.Listener:
+    return ev.Listener("test/gw/x", address, free_port(address), (ev.VirtualHost("*", ("*",), tuple(routes)),))
+
+
+def test_routes_and_failure_modes_with_the_epp_down(envoy, backend, client):
+    """Service route reaches its backend; EPP unreachable: FailClose → 500, FailOpen → a pool endpoint; no route → 404."""
+    no_epp = ev.GrpcService("epp/test/down/9002", ())
+    listener = listener_with([
+        ev.Route("svc", ev.Match(headers=(ev.HeaderMatch("x-model", "svc"),)), ev.ServiceBackend("service/test/b/80", (backend,))),
+        ev.Route("closed", ev.Match(headers=(ev.HeaderMatch("x-model", "closed"),)), ev.PoolBackend(no_epp, False, "pool/test/c", ())),
+        ev.Route("open", ev.Match(headers=(ev.HeaderMatch("x-model", "open"),)), ev.PoolBackend(no_epp, True, "pool/test/o", (backend,))),
+    ])
+    assert envoy.apply([listener]) == {}
+    url = f"http://{listener.address}:{listener.port}/v1/completions"
+    # A client may not choose the endpoint itself: the gateway drops a client-sent destination header.
+    spoof = {ev.DESTINATION_HEADER: f"{backend.address}:{backend.port}"}
+    got = {m: client.post(url, json={"model": m}, headers={"x-model": m, **spoof}) for m in ("svc", "closed", "open", "none")}
+    assert {m: r.status_code for m, r in got.items()} == {"svc": 200, "closed": 500, "open": 200, "none": 404}, \
+        {m: r.text[:200] for m, r in got.items()}
+    assert got["open"].json()["served_by"] == f"{backend.address}:{backend.port}"
+    assert ev.DESTINATION_HEADER not in got["svc"].json()["headers"]
+
+    deadline = time.monotonic() + 5
+    while len(envoy.access_log.read_text().splitlines()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    entries = {e["route"]: e for e in map(json.loads, envoy.access_log.read_text().splitlines())}
+    assert entries["open/epp-failed-open"]["upstream_host"] == f"{backend.address}:{backend.port}", entries
+    assert entries["closed"]["status"] == 500 and "ext_proc" in entries["closed"]["details"], entries["closed"]
+
+
+def test_config_changes_apply_without_restarting_envoy(envoy, backend, client):
+    """A second apply changes routing in place: same Envoy process, new answer."""
+    pid = envoy._proc.pid
+    route = ev.Route("r", ev.Match(), ev.DirectResponse(503, "first\n"))
+    listener = listener_with([route])
+    envoy.apply([listener])
+    url = f"http://{listener.address}:{listener.port}/"
+    assert client.post(url).status_code == 503
+    changed = ev.Listener(listener.name, listener.address, listener.port,
+                          (ev.VirtualHost("*", ("*",), (ev.Route("r", ev.Match(), ev.ServiceBackend("service/t/b/80", (backend,))),)),))
+    envoy.apply([changed])
+    assert client.post(url).status_code == 200
+    assert envoy._proc.pid == pid and envoy.running
+
+
+def test_port_in_use_is_reported_with_the_holding_process(envoy):
+    """Envoy cannot bind a taken port: apply returns the error and listening_process names the holder."""
+    address = "127.77.0.248"
+    with socket.socket() as squatter:
+        squatter.bind((address, 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        listener = ev.Listener("test/taken/x", address, port, (ev.VirtualHost("*", ("*",), ()),))
+        errors = envoy.apply([listener])
+        assert "Address already in use" in errors.get(listener.name, ""), errors
+        holder = ev.listening_process(address, port)
+        assert holder is not None and "python" in holder, holder
+    # Once the port is free the same listener is retried and binds.
+    assert envoy.apply([listener]) == {}
+
+
+def test_missing_binary_is_a_clear_error(tmp_path):
+    """A wrong envoy path fails at construction, naming the path."""
+    with pytest.raises(ev.EnvoyError, match="does not exist"):
+        ev.EnvoyProcess(tmp_path, envoy_bin=tmp_path / "no-envoy")
