@@ -1,0 +1,286 @@
+"""Confidence bounds, the sequential verdict, the diagnosis and the failure message.
+
+Convention under test: `confidence` is the level of the two-sided interval whose end is returned
+(FACTS.md's figures), `two_sided=False` gives the one-sided bound at that level.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fixtures.mixes import COMPLETIONS, RequestSpec
+from fixtures.topology import load_topology
+from fixtures.traffic import Outcome, RequestResult, slices
+from fixtures.verdict import (CLOPPER_PEARSON, WILSON, Criteria, SequentialTest, Tally, binomial_tail,
+                              clopper_pearson_lower, clopper_pearson_upper, diagnose, explain,
+                              lower_bound, seed_protocol_pass_probability, upper_bound, wilson_lower,
+                              wilson_upper)
+
+GEMMA = "google/gemma-2b-it"
+PHI = "microsoft/Phi-3-mini-4k-instruct"
+
+
+def exact_tail(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+
+def test_wilson_matches_the_reference_figures_two_sided():
+    """Two-sided 95% Wilson lower ends: 50/50 -> 0.929, 300/300 -> 0.987 (FACTS.md)."""
+    assert round(wilson_lower(50, 50, 0.95), 3) == 0.929
+    assert round(wilson_lower(300, 300, 0.95), 3) == 0.987
+
+
+def test_wilson_one_sided_is_the_less_conservative_convention():
+    """One-sided 95% gives 0.949 and 0.991 for the same counts: z 1.645 instead of 1.960."""
+    assert round(wilson_lower(50, 50, 0.95, two_sided=False), 3) == 0.949
+    assert round(wilson_lower(300, 300, 0.95, two_sided=False), 3) == 0.991
+    assert wilson_lower(50, 50, 0.975, two_sided=False) == pytest.approx(wilson_lower(50, 50, 0.95))
+
+
+def test_wilson_matches_a_textbook_interval():
+    """8/10 at 95%: Wilson (0.490, 0.943)."""
+    assert (round(wilson_lower(8, 10, 0.95), 3), round(wilson_upper(8, 10, 0.95), 3)) == (0.490, 0.943)
+
+
+def test_clopper_pearson_all_successes_has_the_closed_form():
+    """For n/n the exact lower bound is alpha^(1/n): 0.05^(1/300) one-sided, 0.025^(1/300) two-sided."""
+    assert clopper_pearson_lower(300, 300, 0.95, two_sided=False) == pytest.approx(0.05 ** (1 / 300), abs=1e-12)
+    assert clopper_pearson_lower(300, 300, 0.95) == pytest.approx(0.025 ** (1 / 300), abs=1e-12)
+    assert clopper_pearson_lower(50, 50, 0.95) == pytest.approx(0.025 ** (1 / 50), abs=1e-12)
+
+
+def test_clopper_pearson_matches_a_textbook_interval():
+    """8/10 at 95%: exact interval (0.444, 0.975)."""
+    assert (round(clopper_pearson_lower(8, 10, 0.95), 3), round(clopper_pearson_upper(8, 10, 0.95), 3)) == \
+        (0.444, 0.975)
+
+
+@pytest.mark.parametrize(("k", "n", "p"), [(1, 1, 0.3), (3, 10, 0.2), (5, 50, 0.5), (290, 300, 0.97),
+                                           (299, 300, 0.999), (0, 7, 0.4), (120, 200, 0.55)])
+def test_binomial_tail_equals_the_exact_sum(k, n, p):
+    """The incomplete-beta tail equals the direct binomial sum."""
+    assert binomial_tail(k, n, p) == pytest.approx(exact_tail(k, n, p), rel=1e-9, abs=1e-15)
+
+
+def test_clopper_pearson_bound_has_tail_probability_alpha():
+    """At the CP lower bound the chance of >= k successes is exactly alpha."""
+    bound = clopper_pearson_lower(270, 300, 0.9, two_sided=False)
+    assert exact_tail(270, 300, bound) == pytest.approx(0.1, rel=1e-6)
+
+
+@given(n=st.integers(1, 400), data=st.data(), confidence=st.floats(0.5, 0.999),
+       method=st.sampled_from([WILSON, CLOPPER_PEARSON]))
+def test_bounds_bracket_the_observed_accuracy_and_grow_with_successes(n, data, confidence, method):
+    """lower <= k/n <= upper, and the lower bound never falls when a success is added."""
+    k = data.draw(st.integers(0, n))
+    low, high = lower_bound(method, k, n, confidence), upper_bound(method, k, n, confidence)
+    assert 0 <= low <= k / n <= high <= 1
+    if k < n:
+        assert lower_bound(method, k + 1, n, confidence) >= low
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: wilson_lower(5, 4, 0.95), "successes <= trials"),
+    (lambda: wilson_lower(0, 0, 0.95), "trials >= 1"),
+    (lambda: clopper_pearson_lower(1, 2, 1.0), r"confidence must be in \(0, 1\)"),
+    (lambda: lower_bound("bayes", 1, 2, 0.9), "unknown bound method 'bayes'"),
+    (lambda: Criteria(0, 0, 1.2, 1.0, "x"), "requests must be >= 1, got 0; threshold must be in"),
+])
+def test_bad_inputs_raise_and_say_what_to_fix(call, message):
+    """Impossible counts, levels and methods are refused with the rule they break."""
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_seed_protocol_masking_figures():
+    """(1 - (1-p)^10)^50: 0.952 at p=0.5, 0.881 at 0.45, 0.738 at 0.4 (FACTS.md)."""
+    assert [round(seed_protocol_pass_probability(p), 3) for p in (0.5, 0.45, 0.4)] == [0.952, 0.881, 0.738]
+
+
+CRITERIA = Criteria(requests=300, max_misroutes=0, threshold=0.98, confidence=0.95)
+
+
+def simulate(test: SequentialTest, batch: int, outcome, rng: random.Random) -> tuple[int, str | None]:
+    """Run the sequential test over simulated outcomes ('ok' / 'misroute' / 'error');
+    returns (requests sent, early-failure reason)."""
+    correct = misroutes = sent = 0
+    while sent < test.criteria.requests:
+        for _ in range(min(batch, test.criteria.requests - sent)):
+            kind = outcome(rng)
+            correct += kind == "ok"
+            misroutes += kind == "misroute"
+            sent += 1
+        reason = test.early_failure(Tally(sent, correct, misroutes))
+        if reason:
+            return sent, reason
+    return sent, None
+
+
+def misroute_share(share: float):
+    return lambda rng: "misroute" if rng.random() < share else "ok"
+
+
+@pytest.mark.parametrize("method", [WILSON, CLOPPER_PEARSON])
+def test_half_misrouting_fails_after_the_first_batch(method):
+    """At 50% misrouting the first batch of 10 holds a misroute (p = 1 - 0.5^10) and ends the run."""
+    test = SequentialTest(Criteria(300, 0, 0.98, 0.95, method), batch_size=10)
+    stops = [simulate(test, 10, misroute_share(0.5), random.Random(seed))[0] for seed in range(300)]
+    assert max(stops) <= 20 and sum(s == 10 for s in stops) >= 290, sorted(stops)[-10:]
+
+
+def test_fifth_misrouting_fails_within_about_30_requests():
+    """At 20% misrouting 95% of runs end within 30 requests (1 - 0.8^30 = 0.999)."""
+    test = SequentialTest(CRITERIA, batch_size=10)
+    stops = sorted(simulate(test, 10, misroute_share(0.2), random.Random(seed))[0] for seed in range(300))
+    assert stops[int(0.95 * len(stops))] <= 30, stops[-20:]
+
+
+@pytest.mark.parametrize(("share", "within"), [(0.5, 20), (0.2, 40)])
+def test_without_a_misroute_budget_the_bounds_stop_bad_deployments_early(share, within):
+    """With maxMisroutes = requests (only the accuracy bound applies), gateway errors at 50% / 20%
+    still end 95% of runs within `within` requests, through the futility and upper-bound rules."""
+    test = SequentialTest(Criteria(300, 300, 0.98, 0.95), batch_size=10)
+    errors = lambda rng: "error" if rng.random() < share else "ok"  # noqa: E731
+    runs = [simulate(test, 10, errors, random.Random(seed)) for seed in range(200)]
+    stops = sorted(sent for sent, _ in runs)
+    assert all(reason for _, reason in runs)
+    assert stops[int(0.95 * len(stops))] <= within, stops[-10:]
+
+
+def test_perfect_router_runs_10000_requests_and_passes():
+    """A perfect router is never stopped early: 10,000 simulated requests, then a pass."""
+    criteria = Criteria(requests=10_000, max_misroutes=0, threshold=0.98, confidence=0.95)
+    test = SequentialTest(criteria, batch_size=10)
+    sent, reason = simulate(test, 10, lambda rng: "ok", random.Random(0))
+    decision = test.decide(Tally(sent, sent, 0))
+    assert (sent, reason, decision.passed, decision.stopped_early) == (10_000, None, True, False)
+    assert decision.lower_bound > 0.999
+
+
+def test_early_failures_almost_never_fail_a_run_that_would_have_passed():
+    """A 99.5%-accurate router (threshold 0.98, no misroute budget in play): among runs stopped
+    early, those whose full 300 outcomes would have passed stay far below alpha = 5%, thanks to
+    the futility rule being exact and the upper-bound rule corrected for 30 looks."""
+    test = SequentialTest(Criteria(300, 300, 0.98, 0.95), batch_size=10)
+    wrongly_stopped = 0
+    for seed in range(300):
+        rng = random.Random(seed)
+        outcomes = ["error" if rng.random() < 0.005 else "ok" for _ in range(300)]
+        replay = iter(outcomes)
+        sent, reason = simulate(test, 10, lambda _: next(replay), rng)
+        full = Tally(300, outcomes.count("ok"), 0)
+        wrongly_stopped += bool(reason) and test.decide(full).passed
+    assert wrongly_stopped / 300 <= 0.01, wrongly_stopped
+
+
+def test_final_decision_at_the_planned_count():
+    """300/300 passes; one gateway error (299/300, bound 0.981) passes; two fail on the bound;
+    one misroute fails on maxMisroutes 0; a short run fails saying so."""
+    test = SequentialTest(CRITERIA, batch_size=10)
+    assert test.decide(Tally(300, 300, 0)).passed
+    assert test.decide(Tally(300, 299, 0)).passed
+    two = test.decide(Tally(300, 298, 0))
+    assert not two.passed and "lower bound" in two.reason and "< 0.98" in two.reason
+    misroute = test.decide(Tally(300, 299, 1))
+    assert not misroute.passed and "at most 0 allowed" in misroute.reason
+    short = test.decide(Tally(100, 100, 0))
+    assert not short.passed and "only 100 of 300" in short.reason
+    assert "PASS" in test.decide(Tally(300, 300, 0)).headline()
+
+
+def test_criteria_take_the_topologys_expectation_and_the_command_lines_overrides():
+    """Defaults come from expectations.routing; --requests / --accuracy-threshold override them."""
+    routing = load_topology("pattern2").routing
+    assert Criteria.from_expectation(routing) == Criteria(300, 0, 0.98, 0.95, WILSON)
+    assert Criteria.from_expectation(routing, requests=50, threshold=0.9, method=CLOPPER_PEARSON) == \
+        Criteria(50, 0, 0.9, 0.95, CLOPPER_PEARSON)
+
+
+def result(index: int, model: str, outcome: Outcome, *, pod: str | None = None, served: str | None = None,
+           known: bool = True, status: int = 200) -> RequestResult:
+    spec = RequestSpec(model, COMPLETIONS, False, "hi", 4, 0.0, known)
+    message = f"The model `{model}` does not exist." if status == 404 else None
+    return RequestResult(index, spec, outcome, status, served, "NotFoundError" if message else None, message,
+                         pod, 0.01, None)
+
+
+SINGLE_POOL_PODS = {"ms-gemma-decode-0": GEMMA, "ms-phi-decode-0": PHI}
+
+
+def test_diagnosis_names_the_model_blind_pool_of_the_single_pool_design():
+    """Misroutes of both models inside one pool that selects both models' pods -> model-blind pool."""
+    topology = load_topology("pattern2-single-pool")
+    results = [result(0, GEMMA, Outcome.OK, pod="ms-gemma-decode-0", served=GEMMA),
+               result(1, GEMMA, Outcome.MISROUTED, status=404),
+               result(2, PHI, Outcome.MISROUTED, status=404)]
+    pool_pods = {"gaie-pattern2": set(SINGLE_POOL_PODS)}
+    diagnosis = diagnose(topology, results, SINGLE_POOL_PODS, pool_pods)
+    assert diagnosis.startswith("model-blind pool: InferencePool gaie-pattern2 selects pods of 2 models "
+                                f"({GEMMA}, {PHI}); its EPP does not route by the model field")
+
+
+def test_diagnosis_uses_the_pod_header_when_a_wrong_model_answered_200():
+    """A 200 from a pod of another model in the same pool is also model-blindness."""
+    topology = load_topology("pattern2-single-pool")
+    results = [result(0, GEMMA, Outcome.MISROUTED, pod="ms-phi-decode-0", served=PHI)]
+    assert diagnose(topology, results, SINGLE_POOL_PODS, {"gaie-pattern2": set(SINGLE_POOL_PODS)}) \
+        .startswith("model-blind pool")
+
+
+def test_diagnosis_of_a_pattern2_wrong_label_fault_names_the_pool_that_selects_two_models():
+    """pattern2 with a Phi pod mislabelled into the gemma pool: gaie-gemma selects 2 models."""
+    topology = load_topology("pattern2")
+    results = [result(0, GEMMA, Outcome.MISROUTED, status=404)]
+    pool_pods = {"gaie-gemma": {"ms-gemma-decode-0", "ms-phi-decode-0"}, "gaie-phi": {"ms-phi-decode-0"}}
+    diagnosis = diagnose(topology, results, SINGLE_POOL_PODS, pool_pods)
+    assert "InferencePool gaie-gemma selects pods of 2 models" in diagnosis
+
+
+def test_diagnosis_of_misroutes_across_pools_points_at_the_route():
+    """pattern2 pools each select one model; a 200 from the other pool's pod is a route problem."""
+    topology = load_topology("pattern2")
+    pool_pods = {"gaie-gemma": {"ms-gemma-decode-0"}, "gaie-phi": {"ms-phi-decode-0"}}
+    crossed = [result(0, GEMMA, Outcome.MISROUTED, pod="ms-phi-decode-0", served=PHI)]
+    diagnosis = diagnose(topology, crossed, SINGLE_POOL_PODS, pool_pods)
+    assert diagnosis.startswith("cross-pool misroute: request for 'google/gemma-2b-it' reached pod "
+                                "ms-phi-decode-0 serving 'microsoft/Phi-3-mini-4k-instruct' (pools selecting it: gaie-phi)")
+    unattributed = diagnose(topology, [result(0, GEMMA, Outcome.MISROUTED, status=404)], SINGLE_POOL_PODS, pool_pods)
+    assert "pool(s) gaie-gemma select only that model's pods; check the HTTPRoute rules" in unattributed
+
+
+def test_no_misroutes_no_diagnosis():
+    """Gateway errors alone get no routing diagnosis."""
+    topology = load_topology("pattern2")
+    assert diagnose(topology, [result(0, GEMMA, Outcome.GATEWAY_ERROR, status=503)], {}, {}) is None
+
+
+def test_failure_message_shows_first_five_misroutes_other_failures_and_the_table():
+    """The message: headline, diagnosis, class and status counts, first 5 misrouted requests,
+    other failures, per-model table."""
+    results = [result(0, "no/such", Outcome.UNKNOWN_ACCEPTED, served="no/such", known=False, pod="p"),
+               result(1, GEMMA, Outcome.GATEWAY_ERROR, status=503)]
+    results += [result(i, GEMMA if i % 2 else PHI, Outcome.MISROUTED, status=404) for i in range(2, 10)]
+    test = SequentialTest(CRITERIA, batch_size=10)
+    decision = test.decide(Tally.of(results))
+    message = explain(decision, results, slices(results), "model-blind pool: X")
+    lines = message.splitlines()
+    assert lines[0].startswith("routing accuracy FAIL (stopped early after 10 of 300 requests)")
+    assert lines[1] == "diagnosis: model-blind pool: X"
+    assert "first 5 of 9 misrouted requests:" in message
+    assert message.count("-> 404 misrouted") == 4
+    assert "#0 'no/such' /v1/completions -> 200 unknown_accepted, served model 'no/such', pod p" in message
+    assert "first 1 of 1 other failed requests:" in message and "-> 503 gateway_error" in message
+    assert "per model:" in message and "(unknown model names)" in message
+
+
+def test_tally_counts_unknown_accepted_as_a_misroute_and_refusals_as_correct():
+    """An unknown model served with 200 is a misroute; refused (by backend or route) is correct."""
+    tally = Tally.of([result(0, "x", Outcome.UNKNOWN_ACCEPTED, known=False),
+                      result(1, "x", Outcome.OK_UNKNOWN, known=False, status=404),
+                      result(2, "x", Outcome.UNKNOWN_NO_ROUTE, known=False, status=404),
+                      result(3, GEMMA, Outcome.TIMEOUT)])
+    assert (tally.trials, tally.correct, tally.misroutes) == (4, 2, 1)
