@@ -1,0 +1,129 @@
+"""Check 4: HTTPRoute binding. Each route of the topology exists with the topology's rules, points
+at InferencePools of the API group the cluster serves, is accepted by the Gateway with its
+references resolved, and the Gateway is programmed with an address on the topology's port."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from kubernetes.client import ApiException
+
+from fixtures.kube import (
+    POOL_APIS,
+    gateway_must_have_address,
+    gateway_must_have_condition,
+    httproute_must_have_condition,
+    yaml_excerpt,
+)
+
+pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
+
+DEFAULT_PATH = {"type": "PathPrefix", "value": "/"}
+
+
+def _deployed_route(kube, topology, route) -> dict:
+    try:
+        return kube.get_gateway_object(topology.namespace, "httproutes", route.name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    present = [r["metadata"]["name"] for r in kube.list_gateway_objects(topology.namespace, "httproutes")]
+    pytest.fail(f"HTTPRoute {topology.namespace}/{route.name} not found; HTTPRoutes in {topology.namespace}: "
+                f"{', '.join(present) or 'none'}", pytrace=False)
+
+
+def _deployed_gateway(kube, topology) -> dict:
+    try:
+        return kube.get_gateway_object(topology.namespace, "gateways", topology.gateway_name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    pytest.fail(f"Gateway {topology.namespace}/{topology.gateway_name} not found", pytrace=False)
+
+
+def describe_match(match: dict) -> str:
+    """A rule match as text; the API server's default (PathPrefix /, nothing else) reads 'every request'."""
+    parts = [f"header {h['name']}{'' if h.get('type', 'Exact') == 'Exact' else ' ' + h['type']}={h['value']}"
+             for h in sorted(match.get("headers") or [], key=lambda h: h["name"].lower())]
+    path = match.get("path") or DEFAULT_PATH
+    if path != DEFAULT_PATH:
+        parts.append(f"path {path.get('type', 'PathPrefix')} {path.get('value')}")
+    parts += [f"{key} {match[key]}" for key in ("method", "queryParams") if match.get(key)]
+    return " and ".join(parts) or "every request"
+
+
+def describe_rule(rule: dict) -> str:
+    matches = rule.get("matches") or [{}]
+    # Header names are case-insensitive; normalise them so X-Foo and x-foo compare equal.
+    normalised = [{**m, "headers": [{**h, "name": h["name"].lower()} for h in m.get("headers") or []]} for m in matches]
+    backends = ", ".join(sorted(f"{b.get('kind', 'Service')} {b.get('name')}" for b in rule.get("backendRefs") or []))
+    return f"{' or '.join(sorted({describe_match(m) for m in normalised}))} -> {backends or 'no backend'}"
+
+
+def expected_rule(topology, rule) -> str:
+    match = {"headers": [{"name": topology.bbr_header.lower(), "value": rule.model}]} if rule.model else {}
+    return f"{describe_match(match)} -> InferencePool {rule.pool}"
+
+
+def test_httproute_rules_match_topology(kube, topology, topology_route):
+    """The route's rules are the topology's: the BBR header carrying the model (or no match) to the model's pool."""
+    deployed = _deployed_route(kube, topology, topology_route)
+    found = Counter(describe_rule(r) for r in deployed.get("spec", {}).get("rules") or [])
+    expected = Counter(expected_rule(topology, r) for r in topology_route.rules)
+    missing, extra = expected - found, found - expected
+    assert not missing and not extra, (
+        f"HTTPRoute {topology.namespace}/{topology_route.name}: rules differ from the topology\n"
+        + "".join(f"  missing: {rule}\n" for rule in missing.elements())
+        + "".join(f"  unexpected: {rule}\n" for rule in extra.elements())
+        + yaml_excerpt(deployed, ["spec.rules"]))
+
+
+def test_httproute_backend_refs_are_inferencepools_of_the_served_group(kube, topology, topology_route):
+    """Every backendRef is kind InferencePool in the API group the cluster serves InferencePool in."""
+    deployed = _deployed_route(kube, topology, topology_route)
+    group = kube.pool_api.group
+    other_groups = {api.group for api in POOL_APIS} - {group}
+    wrong = []
+    for i, rule in enumerate(deployed.get("spec", {}).get("rules") or []):
+        for j, ref in enumerate(rule.get("backendRefs") or []):
+            found_group, found_kind = ref.get("group", ""), ref.get("kind", "Service")
+            if (found_group, found_kind) != (group, "InferencePool"):
+                hint = " (the group of the other InferencePool API version)" if found_group in other_groups else ""
+                wrong.append(f"  rules[{i}].backendRefs[{j}] {ref.get('name')}: group {found_group or '(core)'}"
+                             f"{hint}, kind {found_kind}")
+    assert not wrong, (f"HTTPRoute {topology.namespace}/{topology_route.name}: expected backendRefs of kind "
+                       f"InferencePool in group {group} (served by this cluster):\n" + "\n".join(wrong[:5]))
+
+
+def test_httproute_is_accepted_by_the_gateway(kube, topology, topology_route, run_config):
+    """The route's status entry for the Gateway has Accepted=True."""
+    httproute_must_have_condition(kube, topology.namespace, topology_route.name, topology.gateway_name,
+                                  "Accepted", "True", timeout=run_config.condition_timeout)
+
+
+def test_httproute_references_are_resolved(kube, topology, topology_route, run_config):
+    """The route's status entry for the Gateway has ResolvedRefs=True (every backend pool exists)."""
+    httproute_must_have_condition(kube, topology.namespace, topology_route.name, topology.gateway_name,
+                                  "ResolvedRefs", "True", timeout=run_config.condition_timeout)
+
+
+def test_gateway_is_accepted(kube, topology, run_config):
+    """The Gateway has Accepted=True."""
+    gateway_must_have_condition(kube, topology.namespace, topology.gateway_name, "Accepted", "True",
+                                timeout=run_config.condition_timeout)
+
+
+def test_gateway_is_programmed_with_an_address(kube, topology, run_config):
+    """The Gateway has Programmed=True and an address in status.addresses."""
+    gateway_must_have_condition(kube, topology.namespace, topology.gateway_name, "Programmed", "True",
+                                timeout=run_config.condition_timeout)
+    gateway_must_have_address(kube, topology.namespace, topology.gateway_name, timeout=run_config.condition_timeout)
+
+
+def test_gateway_listens_on_the_topology_port(kube, topology):
+    """The Gateway has a listener on the topology's port."""
+    deployed = _deployed_gateway(kube, topology)
+    listeners = deployed.get("spec", {}).get("listeners") or []
+    assert any(listener.get("port") == topology.listener_port for listener in listeners), (
+        f"Gateway {topology.namespace}/{topology.gateway_name}: no listener on port {topology.listener_port}\n"
+        + yaml_excerpt(deployed, ["spec.listeners"]))

@@ -1,0 +1,85 @@
+"""Check 6: smoke. One request per model through the gateway, and the status conditions of the
+Gateway, the HTTPRoutes and the InferencePools in one look: seconds on a healthy deployment."""
+from __future__ import annotations
+
+import httpx
+import pytest
+from kubernetes.client import ApiException
+
+from fixtures.kube import condition_mismatch, find_condition, format_parents, parent_status
+from fixtures.waits import wait_for
+
+pytestmark = [pytest.mark.smoke, pytest.mark.pattern2, pytest.mark.pattern1]
+
+POD_HEADER = "x-inference-pod"
+EXCERPT = 300
+# A healthy deployment passes at once; a broken one should not hold the quick subset for long.
+SMOKE_CONDITION_TIMEOUT = 30.0
+
+
+def test_model_answers_through_the_gateway(gateway_url, topology_model):
+    """One completion request for the model through the gateway (no retry) gets 200 naming that model."""
+    url = f"{gateway_url}/v1/completions"
+    body = {"model": topology_model.id, "prompt": "Say hello.", "max_tokens": 8, "temperature": 0}
+    with httpx.Client(timeout=60.0, trust_env=False) as http:
+        response = http.post(url, json=body)
+    pod = response.headers.get(POD_HEADER, "(no pod header)")
+    assert response.status_code == 200, (f"POST {url} for model {topology_model.id}: HTTP {response.status_code}, "
+                                         f"expected 200 (pod {pod}); body: {response.text[:EXCERPT]!r}")
+    try:
+        answered = response.json().get("model")
+    except (ValueError, AttributeError):
+        pytest.fail(f"POST {url}: 200 but not a JSON object: {response.text[:EXCERPT]!r}", pytrace=False)
+    assert answered == topology_model.id, (f"POST {url} for model {topology_model.id} was answered by model "
+                                           f"{answered!r} (pod {pod}): it reached a backend of another model")
+
+
+def _read(read):
+    try:
+        return read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _parent_problems(kind, namespace, name, obj, parents, gateway) -> list[str]:
+    if obj is None:
+        return [f"{kind} {namespace}/{name} not found"]
+    parent = parent_status(parents, gateway, namespace)
+    if parent is None:
+        return [f"{kind} {namespace}/{name}: no status entry for Gateway {gateway} (parents: {format_parents(parents)})"]
+    problems = []
+    for condition_type in ("Accepted", "ResolvedRefs"):
+        why = condition_mismatch(find_condition(parent.get("conditions"), condition_type), "True", None)
+        if why:
+            problems.append(f"{kind} {namespace}/{name}: expected {condition_type}=True for Gateway {gateway}, {why}")
+    return problems
+
+
+def test_status_conditions_are_true(kube, topology):
+    """Gateway Accepted+Programmed; every HTTPRoute and InferencePool Accepted+ResolvedRefs for the Gateway."""
+    namespace, gateway = topology.namespace, topology.gateway_name
+
+    def check():
+        problems = []
+        gateway_obj = _read(lambda: kube.get_gateway_object(namespace, "gateways", gateway))
+        if gateway_obj is None:
+            problems.append(f"Gateway {namespace}/{gateway} not found")
+        else:
+            conditions = (gateway_obj.get("status") or {}).get("conditions")
+            for condition_type in ("Accepted", "Programmed"):
+                why = condition_mismatch(find_condition(conditions, condition_type), "True", None)
+                if why:
+                    problems.append(f"Gateway {namespace}/{gateway}: expected {condition_type}=True, {why}")
+        for route in topology.routes:
+            obj = _read(lambda name=route.name: kube.get_gateway_object(namespace, "httproutes", name))
+            parents = ((obj or {}).get("status") or {}).get("parents") or []
+            problems += _parent_problems("HTTPRoute", namespace, route.name, obj, parents, gateway)
+        for pool in topology.pools:
+            obj = _read(lambda name=pool.name: kube.get_pool(namespace, name))
+            parents = kube.pool_api.parents(obj or {})
+            problems += _parent_problems(f"InferencePool ({kube.pool_api.api_version})", namespace, pool.name, obj,
+                                         parents, gateway)
+        assert not problems, "status conditions not as expected:\n" + "\n".join(f"  {p}" for p in problems)
+    wait_for(check, SMOKE_CONDITION_TIMEOUT)
