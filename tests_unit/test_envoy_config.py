@@ -63,7 +63,7 @@ def test_validate_reports_what_envoy_rejects(tmp_path):
 
 
 def test_bbr_runs_before_the_epp_and_clears_the_route_cache(tmp_path):
-    """BBR first (so header matches see its header), then the EPP filter (off unless a route enables it), then the router."""
+    """BBR first (so header matches see its header), then the EPP filter (acting for pool routes only), then the router."""
     config = ev.render_listener(pattern2_listener(), tmp_path / "a.log")
     names = [f["name"] for f in filters(config)]
     assert names == [ev.BBR_FILTER, ev.EPP_FILTER, "envoy.filters.http.router"]
@@ -71,7 +71,9 @@ def test_bbr_runs_before_the_epp_and_clears_the_route_cache(tmp_path):
     assert bbr["typed_config"]["route_cache_action"] == "CLEAR"
     assert bbr["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == BBR.cluster
     assert bbr["typed_config"]["failure_mode_allow"] is False, "a broken BBR must fail requests, not skip routing"
-    assert epp["disabled"] is True
+    assert epp["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == ev.NO_EPP_CLUSTER
+    assert epp["typed_config"]["failure_mode_allow"] is True, "a request matching no route must get the router's 404"
+    assert "disabled" not in epp, "a filter disabled by default would be left out when BBR changes the route"
     assert epp["typed_config"]["processing_mode"]["request_body_mode"] == "FULL_DUPLEX_STREAMED"
     without_bbr = ev.render_listener(ev.Listener("l", "127.77.0.1", 80, ()), tmp_path / "a.log")
     assert ev.BBR_FILTER not in [f["name"] for f in filters(without_bbr)]
@@ -81,7 +83,7 @@ def test_fail_close_pool_route_goes_to_original_dst_with_its_epp():
     """FailClose: one route to the ORIGINAL_DST cluster, ext_proc enabled with the pool's EPP, no fallback."""
     [route] = ev.render_routes(pattern2_listener().virtual_hosts[0].routes[0])
     assert route["route"]["cluster"] == ev.ORIGINAL_DST
-    override = route["typed_per_filter_config"][ev.EPP_FILTER]["config"]["overrides"]
+    override = route["typed_per_filter_config"][ev.EPP_FILTER]["overrides"]
     assert override == {"grpc_service": {"envoy_grpc": {"cluster_name": EPP.cluster}}, "failure_mode_allow": False}
 
 
@@ -93,7 +95,14 @@ def test_fail_open_pool_has_header_gated_route_then_fallback():
     assert fallback["route"]["cluster"] == "pool/llm-d/gaie-gemma"
     assert ev.DESTINATION_HEADER not in json.dumps(fallback["match"])
     for r in (picked, fallback):
-        assert r["typed_per_filter_config"][ev.EPP_FILTER]["config"]["overrides"]["failure_mode_allow"] is True
+        assert r["typed_per_filter_config"][ev.EPP_FILTER]["overrides"]["failure_mode_allow"] is True
+
+
+def test_routes_to_services_and_direct_responses_switch_the_epp_off():
+    """Only pool routes consult an EPP; the others disable the filter for themselves."""
+    for route in pattern2_listener().virtual_hosts[0].routes[1:]:
+        [rendered] = ev.render_routes(route)
+        assert rendered["typed_per_filter_config"][ev.EPP_FILTER].get("disabled") is True, rendered
 
 
 def test_clusters_are_rendered_once_each_with_tls_for_ext_proc():
