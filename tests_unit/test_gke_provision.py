@@ -1,0 +1,399 @@
+"""The GKE provisioning flow against a recording stand-in for gcloud/helmfile/helm (no cloud).
+
+Each test asserts the exact command sequence the fake cloud recorded, and the state it ends in:
+pool size, installed releases, namespace, Secret, run-lock Lease.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from fake_gcloud import FakeCloud
+from fixtures import gke
+from fixtures.runlock import RunLockHeld
+from fixtures.topology import load_topology
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "hf_" + "Q" * 34  # Hugging Face token shape, planted to prove it never leaks
+
+RESIZE = ("gcloud --quiet container clusters resize test-cluster --node-pool nvidia-t4-pool --num-nodes {} "
+          "--zone us-central1-a --project test-project")
+PREFLIGHT = [
+    "gcloud auth print-access-token",
+    "gcloud container node-pools describe nvidia-t4-pool --cluster test-cluster --zone us-central1-a "
+    "--project test-project --format=json",
+]
+HELMFILE = "helmfile -f manifests/helmfile.yaml.gotmpl -e gke"
+SURVEY = [f"{HELMFILE} list --output json", "helm list -n llm-d -a -o json"]
+UNINSTALL = "helm uninstall {} -n llm-d --ignore-not-found --wait --timeout 10m"
+INSTALL_ORDER = ["ms-gemma", "ms-phi", "gaie-gemma", "gaie-phi"]  # the helmfile's order (fake_gcloud.default_state)
+UNINSTALL_ALL = [UNINSTALL.format(name) for name in reversed(INSTALL_ORDER)]
+
+
+@pytest.fixture
+def topology():
+    return load_topology("pattern2")
+
+
+@pytest.fixture
+def cloud(tmp_path, topology, monkeypatch):
+    cloud = FakeCloud(tmp_path / "cloud", topology)
+    for key, value in cloud.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LLMD_BIN_DIR", str(tmp_path / "no-cached-binaries"))
+    return cloud
+
+
+@pytest.fixture
+def lines():
+    return []
+
+
+def provisioner(cloud, lines, policy="restore", **kwargs):
+    return cloud.provisioner(policy, progress=lines.append, **kwargs)
+
+
+def assert_untouched_at_start(cloud):
+    state = cloud.state.read()
+    assert state["pools"]["nvidia-t4-pool"]["size"] == 0
+    assert state["releases"] == {}
+    assert "llm-d" not in state["namespaces"]
+    assert state["leases"] == {}, f"the run-lock was left behind: {state['leases']}"
+
+
+def test_provision_then_restore_runs_the_exact_command_sequence(cloud, lines):
+    """Record size 0 → resize to 2 → sync → teardown: uninstall in reverse order, resize back to 0."""
+    p = provisioner(cloud, lines)
+    p.setup()
+    state = cloud.state.read()
+    assert state["pools"]["nvidia-t4-pool"]["size"] == 2
+    assert sorted(state["releases"]) == sorted(f"llm-d/{n}" for n in INSTALL_ORDER)
+    lease = state["leases"]["default/llmd-conformance-run-lock"]
+    assert lease["spec"]["holderIdentity"] == "run-1"
+    assert json.loads(lease["metadata"]["annotations"]["llmd-conformance/undo"])["pool_size_found"] == 0
+    p.teardown()
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), f"{HELMFILE} sync", *UNINSTALL_ALL, RESIZE.format(0)]
+    assert_untouched_at_start(cloud)
+    assert "teardown done" in lines
+
+
+def test_helmfile_gets_topology_postfix_and_charts_but_never_the_token(cloud, lines, monkeypatch):
+    """helmfile runs with TOPOLOGY, RELEASE_NAME_POSTFIX, LLMD_GIE_CHARTS; HF_TOKEN is scrubbed from every tool."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    p = provisioner(cloud, lines)
+    p.setup()
+    p.teardown()
+    from fake_gcloud import read_log
+
+    calls = read_log(cloud.log)
+    sync = next(c for c in calls if c["tool"] == "helmfile" and c["argv"][-1] == "sync")
+    assert sync["env"] == {"TOPOLOGY": "pattern2", "RELEASE_NAME_POSTFIX": "pattern2",
+                           "LLMD_GIE_CHARTS": "/charts/gie-v1.5.0"}
+    leaked = [c for c in calls if "HF_TOKEN" in c["env"]]
+    assert not leaked, f"HF_TOKEN reached: {[c['tool'] + ' ' + ' '.join(c['argv']) for c in leaked]}"
+
+
+def test_failing_helmfile_removes_what_it_half_installed_and_restores_the_pool(cloud, lines):
+    """helmfile sync exits 1 after installing 2 releases: setup raises, every release it recorded is removed."""
+    with cloud.edit() as state:
+        state["helmfile_fail"], state["helmfile_fail_after"] = True, 2
+    p = provisioner(cloud, lines)
+    with pytest.raises(gke.GkeError, match=r"helmfile sync failed \(exit 1\)") as failure:
+        p.setup()
+    assert "UPGRADE FAILED" in str(failure.value)
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), f"{HELMFILE} sync", *UNINSTALL_ALL, RESIZE.format(0)]
+    assert_untouched_at_start(cloud)
+    p.teardown()  # the suite's own teardown call after a failed setup changes nothing more
+    assert len(cloud.commands()) == 2 + 2 + 1 + 1 + 4 + 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_pod_wait_restores_pool_and_removes_releases(cloud, topology, signum):
+    """A provisioner in its own process, stopped while it waits for pods, undoes everything before it exits."""
+    with cloud.edit() as state:
+        state["pods_ready"] = False
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import fake_gcloud; fake_gcloud.drive({str(cloud.root)!r}, 'pattern2', 'restore')"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO / 'tests_unit'}{os.pathsep}{REPO}"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = _read_until(proc, "waiting for pods Ready [", timeout=60)
+    assert cloud.state.read()["pools"]["nvidia-t4-pool"]["size"] == 2
+    proc.send_signal(signum)
+    rest, _ = proc.communicate(timeout=60)
+    output += rest
+    assert proc.returncode != 0, output
+    assert "KeyboardInterrupt" in output and "teardown done" in output, output
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), f"{HELMFILE} sync", *UNINSTALL_ALL, RESIZE.format(0)]
+    assert_untouched_at_start(cloud)
+
+
+def test_second_concurrent_run_is_refused_by_the_run_lock(cloud, lines):
+    """While one run provisions (another process), a second one is refused naming the holder; it changes nothing."""
+    with cloud.edit() as state:
+        state["pods_ready"] = False
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import fake_gcloud; fake_gcloud.drive({str(cloud.root)!r}, 'pattern2', 'restore')"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO / 'tests_unit'}{os.pathsep}{REPO}"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _read_until(proc, "waiting for pods Ready", timeout=60)
+        calls_of_first = len(cloud.commands())
+        second = provisioner(cloud, lines, holder="run-2")
+        with pytest.raises(RunLockHeld, match=r"held by run-1 since \d{4}-\d\d-\d\dT") as refused:
+            second.setup()
+        assert "another conformance run" in str(refused.value)
+        # The second run only read: its own preflight calls, nothing else.
+        assert cloud.commands()[calls_of_first:] == PREFLIGHT
+        assert cloud.state.read()["leases"]["default/llmd-conformance-run-lock"]["spec"]["holderIdentity"] == "run-1"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert_untouched_at_start(cloud)
+
+
+def test_rerun_reuses_a_healthy_deployment_and_removes_nothing(cloud, lines):
+    """Releases present and deployed, pool big enough: no resize, no install; teardown has nothing to undo."""
+    with cloud.edit() as state:
+        state["pools"]["nvidia-t4-pool"]["size"] = 2
+        state["releases"] = {f"llm-d/{n}": "deployed" for n in INSTALL_ORDER}
+        state["namespaces"].append("llm-d")
+    p = provisioner(cloud, lines)
+    p.setup()
+    p.teardown()
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY]
+    state = cloud.state.read()
+    assert state["pools"]["nvidia-t4-pool"]["size"] == 2
+    assert len(state["releases"]) == 4 and "llm-d" in state["namespaces"]
+    assert any("reusing the existing deployment" in line for line in lines)
+
+
+def test_partly_present_deployment_installs_and_removes_only_the_absent_releases(cloud, lines):
+    """ms-gemma exists (someone else's): sync selects the other three by name; teardown removes only those."""
+    with cloud.edit() as state:
+        state["releases"] = {"llm-d/ms-gemma": "deployed"}
+        state["namespaces"].append("llm-d")
+    p = provisioner(cloud, lines)
+    p.setup()
+    p.teardown()
+    ours = ["ms-phi", "gaie-gemma", "gaie-phi"]
+    sync = f"{HELMFILE} -l name=ms-phi -l name=gaie-gemma -l name=gaie-phi sync"
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), sync,
+                                *(UNINSTALL.format(n) for n in reversed(ours)), RESIZE.format(0)]
+    state = cloud.state.read()
+    assert state["releases"] == {"llm-d/ms-gemma": "deployed"}
+    assert "llm-d" in state["namespaces"], "the namespace existed before the run and must stay"
+
+
+def test_broken_foreign_release_is_refused_before_anything_changes(cloud, lines):
+    """A release in status failed that this run did not create: error naming it, no resize, no install."""
+    with cloud.edit() as state:
+        state["releases"] = {"llm-d/gaie-phi": "failed"}
+    p = provisioner(cloud, lines)
+    with pytest.raises(gke.GkeError, match=r"llm-d/gaie-phi \(failed\) exist but are not deployed: this run did not create"):
+        p.setup()
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY]
+    assert cloud.state.read()["releases"] == {"llm-d/gaie-phi": "failed"}
+    assert cloud.state.read()["leases"] == {}
+
+
+def test_autoscaling_pool_is_refused_without_resize(cloud, lines):
+    with cloud.edit() as state:
+        state["pools"]["nvidia-t4-pool"]["autoscaling"] = True
+    with pytest.raises(gke.GkeError, match=r"has autoscaling enabled \(min 0, max 3 per zone\).*does not resize it"):
+        provisioner(cloud, lines).setup()
+    assert cloud.commands() == PREFLIGHT
+    assert_untouched_at_start(cloud)
+
+
+def test_missing_node_pool_is_named_with_the_pools_that_exist(cloud, lines):
+    with cloud.edit() as state:
+        pool = state["pools"].pop("nvidia-t4-pool")
+        state["pools"] = {"default-pool": pool, "cpu-pool": pool}
+    with pytest.raises(gke.GkeError, match=r"node pool 'nvidia-t4-pool' does not exist in cluster test-cluster "
+                                           r"\(us-central1-a, project test-project\); its pools: cpu-pool, default-pool"):
+        provisioner(cloud, lines).setup()
+    assert cloud.commands() == [*PREFLIGHT, "gcloud container node-pools list --cluster test-cluster --zone us-central1-a "
+                                            "--project test-project --format=value(name)"]
+
+
+def test_unauthenticated_gcloud_says_how_to_log_in(cloud, lines):
+    with cloud.edit() as state:
+        state["authenticated"] = False
+    with pytest.raises(gke.GkeError, match=r"gcloud is not authenticated: run `gcloud auth login`.*Workload Identity"):
+        provisioner(cloud, lines).setup()
+    assert cloud.commands() == PREFLIGHT[:1]
+
+
+def test_gcloud_not_installed_is_refused(cloud, lines):
+    (cloud.root / "bin" / "gcloud").unlink()
+    os.environ["PATH"] = str(cloud.root / "bin")  # monkeypatch restores PATH after the test
+    with pytest.raises(gke.GkeError, match=r"gcloud is not installed \(not on PATH\): install the Google Cloud CLI"):
+        provisioner(cloud, lines).setup()
+    assert cloud.commands() == []
+
+
+def test_helmfile_missing_is_refused_before_anything_changes(cloud, lines):
+    (cloud.root / "bin" / "helmfile").unlink()
+    os.environ["PATH"] = f"{cloud.root / 'bin'}{os.pathsep}/usr/bin:/bin"
+    with pytest.raises(gke.GkeError, match=r"helmfile is not installed: install helmfile v1.1 .*"
+                                           r"`python -m fixtures.local.build --only helm helmfile`"):
+        provisioner(cloud, lines).setup()
+    assert cloud.commands() == PREFLIGHT
+    assert_untouched_at_start(cloud)
+
+
+def test_missing_hf_token_is_refused_before_anything_changes(cloud, lines):
+    with pytest.raises(gke.GkeError, match=r"no Hugging Face token: Secret llm-d/llm-d-hf-token does not exist and "
+                                           r"HF_TOKEN is not set"):
+        provisioner(cloud, lines, hf_token=gke.HfToken("llm-d-hf-token", None)).setup()
+    assert cloud.commands() == PREFLIGHT
+    assert_untouched_at_start(cloud)
+
+
+def test_hf_secret_is_created_from_the_env_value_removed_at_teardown_and_never_printed(cloud, lines):
+    p = provisioner(cloud, lines, hf_token=gke.HfToken("llm-d-hf-token", TOKEN))
+    p.setup()
+    assert cloud.state.read()["secrets"] == {"llm-d/llm-d-hf-token": ["HF_TOKEN"]}
+    p.teardown()
+    assert cloud.state.read()["secrets"] == {}
+    assert any("kubectl create secret generic llm-d-hf-token -n llm-d --from-literal=HF_TOKEN=***" in l for l in lines)
+    everything = "\n".join(lines) + cloud.log.read_text() + cloud.state.path.read_text()
+    assert TOKEN not in everything
+    assert TOKEN not in repr(p.hf_token)
+
+
+def test_multi_zone_pool_is_resized_per_zone(cloud, lines):
+    """gcloud's --num-nodes is per zone: 2 GPU nodes over 2 zones is --num-nodes 1."""
+    with cloud.edit() as state:
+        state["zones"] = ["us-central1-a", "us-central1-b"]
+    p = provisioner(cloud, lines)
+    p.setup()
+    assert cloud.state.read()["pools"]["nvidia-t4-pool"]["size"] == 1
+    assert any("resizing to 1 per zone x 2 zones" in line for line in lines), lines
+    p.teardown()
+    assert RESIZE.format(1) in cloud.commands() and cloud.commands()[-1] == RESIZE.format(0)
+
+
+@pytest.mark.parametrize(
+    ("policy", "teardown_commands", "size_after", "releases_after"),
+    [
+        ("keep", [], 2, 4),
+        ("releases", UNINSTALL_ALL, 2, 0),
+        ("scale-to-zero", [RESIZE.format(0)], 0, 4),
+        ("restore", [*UNINSTALL_ALL, RESIZE.format(0)], 0, 0),
+    ],
+)
+def test_teardown_policy_undoes_what_it_names(cloud, lines, policy, teardown_commands, size_after, releases_after):
+    p = provisioner(cloud, lines, policy=policy)
+    p.setup()
+    before = len(cloud.commands())
+    p.teardown()
+    assert cloud.commands()[before:] == teardown_commands
+    state = cloud.state.read()
+    assert state["pools"]["nvidia-t4-pool"]["size"] == size_after
+    assert len(state["releases"]) == releases_after
+
+
+def test_teardown_is_idempotent(cloud, lines):
+    p = provisioner(cloud, lines)
+    p.setup()
+    p.teardown()
+    calls = cloud.commands()
+    p.teardown()
+    p._teardown_at_exit()
+    assert cloud.commands() == calls
+
+
+def test_a_kept_deployment_is_undone_by_the_next_restore_run(cloud, lines):
+    """keep leaves its undo record on the (unheld) Lease; the next run reuses the deployment and restores size 0."""
+    first = provisioner(cloud, lines, policy="keep")
+    first.setup()
+    first.teardown()
+    lease = cloud.state.read()["leases"]["default/llmd-conformance-run-lock"]
+    assert lease["spec"].get("holderIdentity") is None
+    assert json.loads(lease["metadata"]["annotations"]["llmd-conformance/undo"])["pool_size_found"] == 0
+    before = len(cloud.commands())
+    second = provisioner(cloud, lines, holder="run-2")
+    second.setup()
+    second.teardown()
+    assert cloud.commands()[before:] == [*PREFLIGHT, *SURVEY, *UNINSTALL_ALL, RESIZE.format(0)]
+    assert_untouched_at_start(cloud)
+
+
+def test_a_dead_runs_stale_lock_is_taken_over_and_its_changes_undone(cloud, lines):
+    """A run killed after resizing (no teardown): its Lease goes stale; the next run inherits and restores."""
+    dead = provisioner(cloud, lines, holder="run-dead")
+    dead.setup()
+    dead.lock._stop.set()  # the process hangs: nobody renews the Lease any more
+    dead.lock._thread.join()
+    with cloud.edit() as state:
+        spec = state["leases"]["default/llmd-conformance-run-lock"]["spec"]
+        spec["renewTime"] = (datetime.now(timezone.utc) - timedelta(seconds=spec["leaseDurationSeconds"] + 5)).isoformat()
+    before = len(cloud.commands())
+    heir = provisioner(cloud, lines, holder="run-2")
+    heir.setup()
+    assert any("inherited the undo record of run-dead" in line for line in lines), lines
+    during = len(cloud.commands())
+    dead.teardown()  # if the hung run wakes up, its changes are the heir's now: it must not touch them
+    assert len(cloud.commands()) == during
+    assert any("teardown skipped: Lease default/llmd-conformance-run-lock is no longer ours" in l for l in lines)
+    heir.teardown()
+    assert cloud.commands()[before:] == [*PREFLIGHT, *SURVEY, *UNINSTALL_ALL, RESIZE.format(0)]
+    assert_untouched_at_start(cloud)
+
+
+def test_wait_timeout_reports_the_last_state_and_tears_down(cloud, lines):
+    with cloud.edit() as state:
+        state["gpu_ready"] = False
+    p = provisioner(cloud, lines, wait_timeout_s=0.5)
+    with pytest.raises(gke.ProvisionTimeout, match=r"waiting for GPU nodes: 0/2 GPU nodes Ready with allocatable "
+                                                   r"nvidia.com/gpu \(gke-test-cluster-nvidia-t4-pool-us-central1-a-0: "
+                                                   r"no allocatable nvidia.com/gpu yet"):
+        p.setup()
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), RESIZE.format(0)]
+    assert any(line.startswith("waiting for GPU nodes [") for line in lines), "no progress line while waiting"
+    assert_untouched_at_start(cloud)
+
+
+def test_teardown_failure_is_reported_and_kept_on_the_lease(cloud, lines):
+    """A resize that fails at teardown: GkeError says what is left; the Lease keeps it for the next run."""
+    p = provisioner(cloud, lines)
+    p.setup()
+    with cloud.edit() as state:
+        state["authenticated"] = False  # gcloud now refuses everything
+    with pytest.raises(gke.GkeError, match=r"teardown incomplete: restore pool size 0: resizing .* failed.*"
+                                           r"Still to undo: pool size found 0"):
+        p.teardown()
+    lease = cloud.state.read()["leases"]["default/llmd-conformance-run-lock"]
+    assert json.loads(lease["metadata"]["annotations"]["llmd-conformance/undo"]) == {"pool_size_found": 0}
+    assert cloud.state.read()["releases"] == {}
+
+
+def test_duration_option_parsing():
+    assert [gke.parse_duration(t) for t in ("45m", "1h30m", "90s", "600", 12)] == [2700, 5400, 90, 600, 12]
+    with pytest.raises(gke.GkeError, match=r"cannot read the duration 'soon'"):
+        gke.parse_duration("soon")
+
+
+def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
+    """Lines of `proc` until one contains `marker` (the process keeps running)."""
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"{marker!r} not seen within {timeout}s; output:\n{''.join(seen)}")
