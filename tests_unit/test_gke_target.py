@@ -1,0 +1,94 @@
+"""`--target gke` through pytest: bad input refused before anything runs, --plan for each mode."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fake_gcloud import install, read_log
+from fixtures import gke
+from fixtures.targets import TargetOptions
+from fixtures.topology import load_topology
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGINS_CONFTEST = 'pytest_plugins = ["fixtures.plugin", "fixtures.gke_plugin"]\n'
+CLUSTER = ["--project", "test-project", "--zone", "us-central1-a", "--cluster", "test-cluster"]
+
+
+@pytest.fixture
+def run(pytester, monkeypatch, tmp_path):
+    """Run pytest with the suite's plugins and the fake gcloud/helm/helmfile first on PATH."""
+    env = install(tmp_path / "bin", tmp_path / "state.json", tmp_path / "calls.jsonl")
+    for key, value in {**env, "PYTHONPATH": str(REPO)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    pytester.makeconftest(PLUGINS_CONFTEST)
+    pytester.makepyfile(test_any="def test_any(topology):\n    pass\n")
+
+    def run_pytest(*args: str) -> pytest.RunResult:
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--target", "gke", *args)
+        assert read_log(tmp_path / "calls.jsonl") == [], "a command ran although the input was bad or --plan was given"
+        return result
+
+    return run_pytest
+
+
+def test_missing_project_zone_and_cluster_are_named(run):
+    result = run("--plan")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--target gke needs --project, --cluster, --zone (or --region)*"])
+
+
+def test_zone_and_region_together_are_refused(run):
+    result = run("--plan", *CLUSTER, "--region", "us-central1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*give --zone (zonal cluster) or --region (regional cluster), not both*"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--wait-timeout", "soon"], "*cannot read the duration 'soon'*"),
+    (["--teardown", "delete-everything"], "*unknown teardown policy 'delete-everything': use one of keep, releases, "
+                                          "scale-to-zero, restore*"),
+])
+def test_malformed_options_are_usage_errors(run, args, message):
+    result = run(*CLUSTER, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_read_only_plan_lists_only_reads(run):
+    result = run("--plan", *CLUSTER)
+    assert result.ret == 0
+    out = result.stdout.str()
+    assert "read-only" in out and "[tests ] run the checks (read-only: nothing is changed)" in out
+    assert "[change]" not in out and "[lock" not in out
+
+
+def test_regional_plan_sizes_the_pool_per_zone(run):
+    result = run("--plan", "--provision", "--project", "p", "--region", "us-central1", "--cluster", "c",
+                 "--teardown", "scale-to-zero")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "*[[]change] gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes PER_ZONE "
+        "--region us-central1 --project p   (only when FOUND < PER_ZONE per zone, PER_ZONE = ceil(2 / zones of the pool)*",
+        "*teardown scale-to-zero:*",
+        "*[[]change] gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes 0 *(releases stay)*",
+    ])
+
+
+def test_plan_follows_the_order_of_the_real_run():
+    """The plan's command lines come from the same builders as the real calls, in the order setup runs them."""
+    target = gke.GkeTarget(load_topology("pattern2"), TargetOptions(provision=True, plan=True),
+                           gke.GkeOptions(project="p", zone="z", cluster="c"), log=lambda line: None)
+    steps = [line.split("] ", 1)[1] for line in target.plan() if "] " in line]
+    order = ["gcloud auth print-access-token", "gcloud container node-pools describe", "gcloud container clusters get-credentials",
+             "kubectl get crd", "kubectl get secret llm-d-hf-token", "kubectl create lease", "helmfile -f", "helm list",
+             "kubectl get nodes", "gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes 2",
+             "kubectl get nodes", "kubectl create namespace", "kubectl create secret", "helmfile -f", "kubectl get pods",
+             "run the checks", "helm uninstall RELEASE", "kubectl delete secret",
+             "gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes FOUND",
+             "kubectl delete lease"]
+    position = -1
+    for expected in order:
+        position = next((i for i in range(position + 1, len(steps)) if expected in steps[i]), None)
+        assert position is not None, f"{expected!r} missing or out of order in the plan:\n" + "\n".join(steps)
