@@ -1,0 +1,109 @@
+"""The whole routing check below pytest: a generated mix, the driver, the sequential verdict, the
+diagnosis and the summary, against fake gateways through httpx.MockTransport."""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import pytest
+
+from fixtures.mixes import topology_mix
+from fixtures.topology import Topology, load_topology
+from fixtures.traffic import Outcome, TrafficDriver
+from fixtures.verdict import (Criteria, RoutingRun, SequentialTest, diagnose, explain, format_run,
+                              measure_routing, routing_summary)
+from tests_unit.test_routing_fakes import (FakeCoreApi, FakeGateway, blind, by_model, catch_all, misrouting,
+                                           topology_pods)
+from fixtures.routing_plugin import cluster_pod_maps
+
+BATCH = 10
+
+
+def run_check(topology: Topology, gateway: FakeGateway, *, requests: int | None = None, mix_seed: int = 99,
+              replay: bool = False) -> RoutingRun:
+    criteria = Criteria.from_expectation(topology.routing, requests=requests)
+    mix = topology_mix(topology, criteria.requests, mix_seed)
+
+    async def run():
+        async with TrafficDriver("http://gateway.test", concurrency=4, transport=gateway.transport()) as driver:
+            return await measure_routing(driver, mix, SequentialTest(criteria, BATCH), batch_size=BATCH,
+                                         seed_replay_models=[m.id for m in topology.models] if replay else (),
+                                         seed_rng=random.Random(mix_seed), seed_retry_interval=0.0)
+    return asyncio.run(run())
+
+
+def diagnosis_of(topology: Topology, run: RoutingRun) -> str | None:
+    pod_models, pool_pods = cluster_pod_maps(FakeCoreApi(topology_pods(topology)), topology)
+    return diagnose(topology, run.results, pod_models, pool_pods)
+
+
+def test_pattern2_routing_by_model_passes_after_every_planned_request():
+    """BBR + one pool per model: all 300 requests correct, lower bound 0.987 >= 0.98, a pass."""
+    topology = load_topology("pattern2")
+    gateway = FakeGateway(topology_pods(topology), by_model)
+    run = run_check(topology, gateway)
+    assert run.decision.passed, run.decision.headline()
+    assert (run.decision.tally.trials, gateway.requests, run.decision.stopped_early) == (300, 300, False)
+    assert run.slices.by_outcome[Outcome.UNKNOWN_NO_ROUTE] == 15
+    assert round(run.decision.lower_bound, 3) == 0.987
+
+
+def test_single_pool_design_fails_within_ten_requests_naming_the_model_blind_pool():
+    """The seed's single pool: the first batch already misroutes; the diagnosis names the pool."""
+    topology = load_topology("pattern2-single-pool")
+    gateway = FakeGateway(topology_pods(topology), blind, seed=5)
+    run = run_check(topology, gateway)
+    diagnosis = diagnosis_of(topology, run)
+    message = explain(run.decision, run.results, run.slices, diagnosis)
+    assert not run.decision.passed and run.decision.stopped_early
+    assert gateway.requests == BATCH
+    assert diagnosis.startswith("model-blind pool: InferencePool gaie-pattern2 selects pods of 2 models "
+                                "(google/gemma-2b-it, microsoft/Phi-3-mini-4k-instruct)")
+    assert "misrouted requests:" in message and "The model `" in message
+
+
+@pytest.mark.parametrize("mix_seed", range(5))
+def test_a_fifth_misrouted_fails_within_thirty_requests(mix_seed):
+    """pattern2 with 20% of requests sent to the other model's pod fails by request 30 (each seed)."""
+    topology = load_topology("pattern2")
+    gateway = FakeGateway(topology_pods(topology), misrouting(0.2), seed=mix_seed)
+    run = run_check(topology, gateway, mix_seed=mix_seed)
+    assert not run.decision.passed and run.decision.tally.trials <= 30, run.decision.headline()
+
+
+def test_backends_that_accept_any_model_name_are_caught():
+    """A deployment answering 200 for names no backend serves fails with unknown_accepted."""
+    topology = load_topology("pattern2-single-pool")
+    gateway = FakeGateway(topology_pods(topology), catch_all, lenient=True)
+    run = run_check(topology, gateway)
+    assert not run.decision.passed
+    assert run.slices.by_outcome[Outcome.UNKNOWN_ACCEPTED] >= 1
+    assert "unknown_accepted" in explain(run.decision, run.results, run.slices, None)
+
+
+def test_summary_is_json_and_carries_table_matrix_and_seed_figure():
+    """The report summary is plain JSON data with the per-model table, the matrix and, when the
+    seed loop is replayed, its figure beside the first-attempt accuracy."""
+    topology = load_topology("pattern2-single-pool")
+    run = run_check(topology, FakeGateway(topology_pods(topology), blind, seed=8), replay=True)
+    diagnosis = diagnosis_of(topology, run)
+    summary = routing_summary(run, topology=topology.name, mix_seed=99, diagnosis=diagnosis)
+    json.dumps(summary, allow_nan=False)
+    assert summary["passed"] is False and summary["requests_sent"] == BATCH
+    assert set(summary["models"]) >= {"google/gemma-2b-it", "microsoft/Phi-3-mini-4k-instruct"}
+    assert "ms-gemma-decode-0" in summary["matrix"]["google/gemma-2b-it"]
+    seed = summary["seed_protocol"]
+    assert seed["requests"] == 50 and seed["successes"] >= 49 and seed["first_attempt_successes"] <= 40
+    text = format_run(run, topology=topology.name, mix_seed=99, diagnosis=diagnosis)
+    assert "replay with --mix-seed 99" in text and "routing matrix" in text
+    assert "seed protocol (up to 10 attempts per request)" in text and "not part of the verdict" in text
+
+
+def test_seed_replay_never_changes_the_verdict():
+    """A passing run stays a pass and a failing one a failure with the seed loop replayed."""
+    pattern2 = load_topology("pattern2")
+    assert run_check(pattern2, FakeGateway(topology_pods(pattern2), by_model), replay=True).decision.passed
+    single = load_topology("pattern2-single-pool")
+    run = run_check(single, FakeGateway(topology_pods(single), blind, seed=2), replay=True)
+    assert not run.decision.passed and run.seed_replay.successes >= 49
