@@ -266,7 +266,7 @@ def test_hf_secret_is_created_from_the_env_value_removed_at_teardown_and_never_p
     assert cloud.state.read()["secrets"] == {"llm-d/llm-d-hf-token": ["HF_TOKEN"]}
     p.teardown()
     assert cloud.state.read()["secrets"] == {}
-    assert any("kubectl create secret generic llm-d-hf-token -n llm-d --from-literal=HF_TOKEN=***" in l for l in lines)
+    assert any("kubectl create secret generic llm-d-hf-token -n llm-d --from-literal=HF_TOKEN=***" in line for line in lines)
     everything = "\n".join(lines) + cloud.log.read_text() + cloud.state.path.read_text()
     assert TOKEN not in everything
     assert TOKEN not in repr(p.hf_token)
@@ -346,7 +346,7 @@ def test_a_dead_runs_stale_lock_is_taken_over_and_its_changes_undone(cloud, line
     during = len(cloud.commands())
     dead.teardown()  # if the hung run wakes up, its changes are the heir's now: it must not touch them
     assert len(cloud.commands()) == during
-    assert any("teardown skipped: Lease default/llmd-conformance-run-lock is no longer ours" in l for l in lines)
+    assert any("teardown skipped: Lease default/llmd-conformance-run-lock is no longer ours" in line for line in lines)
     heir.teardown()
     assert cloud.commands()[before:] == [*PREFLIGHT, *SURVEY, *UNINSTALL_ALL, RESIZE.format(0)]
     assert_untouched_at_start(cloud)
