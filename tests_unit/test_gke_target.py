@@ -1,11 +1,15 @@
 """`--target gke` through pytest: bad input refused before anything runs, --plan for each mode."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from fake_gcloud import install, read_log
+from fake_gcloud import default_state, install, read_log
 from fixtures import gke
 from fixtures.targets import TargetOptions
 from fixtures.topology import load_topology
@@ -92,3 +96,18 @@ def test_plan_follows_the_order_of_the_real_run():
     for expected in order:
         position = next((i for i in range(position + 1, len(steps)) if expected in steps[i]), None)
         assert position is not None, f"{expected!r} missing or out of order in the plan:\n" + "\n".join(steps)
+
+
+def test_rescue_command_checks_gcloud_before_touching_anything(tmp_path, monkeypatch):
+    """`python -m fixtures.gke teardown` (the CI clean-up step) refuses bad credentials with the fix."""
+    env = install(tmp_path / "bin", tmp_path / "state.json", tmp_path / "calls.jsonl")
+    state = default_state(load_topology("pattern2"))
+    state["authenticated"] = False
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    result = subprocess.run(
+        [sys.executable, "-m", "fixtures.gke", "teardown", *CLUSTER], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: gcloud is not authenticated: run `gcloud auth login`" in result.stderr
+    assert [c["argv"] for c in read_log(tmp_path / "calls.jsonl")] == [["auth", "print-access-token"]]
