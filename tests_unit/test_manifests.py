@@ -164,8 +164,9 @@ def test_each_pool_points_at_its_epp_service_and_fails_closed(rendered):
         if pool.epp_port not in service_ports:
             problems.append(f"Service {pool.epp_service}: ports {service_ports} lack {pool.epp_port}")
         args = container(rendered.one("Deployment", pool.epp_service))["args"]
-        if flag_value(args, "--pool-name") != pool.name:
-            problems.append(f"Deployment {pool.epp_service}: --pool-name {flag_value(args, '--pool-name')}, expected {pool.name}")
+        for flag, wanted in (("--pool-name", pool.name), ("--grpc-port", str(pool.epp_port))):
+            if flag_value(args, flag) != wanted:
+                problems.append(f"Deployment {pool.epp_service}: {flag} {flag_value(args, flag)!r}, expected {wanted!r}")
     expect_none(problems, f"{rendered}: EPP wiring")
 
 
@@ -469,6 +470,7 @@ def test_prepare_charts_runs_once():
 
 
 def test_prepare_charts_without_helm_names_the_build_command(monkeypatch, tmp_path):
+    """With no helm binary built, the error gives the build command."""
     monkeypatch.setenv("LLMD_BIN_DIR", str(tmp_path / "bin"))
     monkeypatch.setenv("LLMD_CHARTS_DIR", str(tmp_path / "charts"))
     with pytest.raises(charts.ChartsError, match="python -m fixtures.local.build"):
@@ -476,6 +478,7 @@ def test_prepare_charts_without_helm_names_the_build_command(monkeypatch, tmp_pa
 
 
 def test_prepare_charts_without_go_says_go_is_needed(monkeypatch, tmp_path):
+    """With no go on PATH (and nothing prepared yet), the error says Go is needed."""
     binary("helm")  # the helm check comes first
     monkeypatch.setenv("LLMD_CHARTS_DIR", str(tmp_path / "charts"))
     monkeypatch.setenv("PATH", str(tmp_path))
