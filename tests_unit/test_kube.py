@@ -1,0 +1,341 @@
+"""fixtures.kube against a fake API server on loopback (discovery, pod proxy, versions, auth) and
+against fake clients (pods, conditions, the ..._must_have_... helpers)."""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from kubernetes import client
+
+from fixtures.kube import (
+    POOL_APIS,
+    KubeError,
+    condition_mismatch,
+    connect,
+    describe_pod,
+    detect_versions,
+    discover_pool_api,
+    find_condition,
+    gateway_must_have_address,
+    get_json,
+    httproute_must_have_condition,
+    inferencepool_must_have_condition,
+    node_gpus,
+    parent_status,
+    pod_gpus,
+    pod_proxy_get,
+    pods_matching,
+    url_for,
+    yaml_excerpt,
+)
+
+V1, V1ALPHA2 = POOL_APIS
+GATEWAY = "infra-gw"
+NS = "llm-d"
+
+
+class FakeApiServer:
+    """Answers GET paths from a dict {path: (status, body)}; records requests and their headers."""
+
+    def __init__(self, routes: dict[str, tuple[int, object]]):
+        self.routes = routes
+        self.requests: list[tuple[str, dict]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                fake.requests.append((self.path, dict(self.headers)))
+                status, body = fake.routes.get(self.path, (404, {"kind": "Status", "code": 404}))
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if isinstance(body, bytes) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def api_client(self) -> client.ApiClient:
+        configuration = client.Configuration(host=self.url)
+        configuration.api_key = {"authorization": "Bearer secret-token"}
+        return client.ApiClient(configuration)
+
+
+@pytest.fixture
+def api_server() -> Iterator[FakeApiServer]:
+    server = FakeApiServer({})
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def resources(*names: str) -> tuple[int, dict]:
+    return 200, {"kind": "APIResourceList", "resources": [{"name": n} for n in names]}
+
+
+def test_discovery_prefers_v1(api_server):
+    """When both InferencePool versions are served, v1 (status key 'parents') wins."""
+    api_server.routes["/apis/inference.networking.k8s.io/v1"] = resources("inferencepools")
+    api_server.routes["/apis/inference.networking.x-k8s.io/v1alpha2"] = resources("inferencepools")
+    api = discover_pool_api(api_server.api_client())
+    assert (api.api_version, api.status_key) == ("inference.networking.k8s.io/v1", "parents")
+
+
+def test_discovery_falls_back_to_v1alpha2(api_server):
+    """A cluster serving only v1alpha2 gets the 'parent' status key."""
+    api_server.routes["/apis/inference.networking.x-k8s.io/v1alpha2"] = resources("inferencepools", "inferencemodels")
+    api = discover_pool_api(api_server.api_client())
+    assert (api.api_version, api.status_key) == ("inference.networking.x-k8s.io/v1alpha2", "parent")
+
+
+def test_discovery_ignores_a_group_without_inferencepools(api_server):
+    """GIE v1.x serves x-k8s.io v1alpha2 for other kinds only: that is not an InferencePool API."""
+    api_server.routes["/apis/inference.networking.x-k8s.io/v1alpha2"] = resources("inferenceobjectives")
+    with pytest.raises(KubeError) as excinfo:
+        discover_pool_api(api_server.api_client())
+    assert str(excinfo.value) == (
+        "the cluster serves no InferencePool API (looked for inference.networking.k8s.io/v1 and "
+        "inference.networking.x-k8s.io/v1alpha2); install the Gateway API Inference Extension CRDs")
+
+
+def test_requests_carry_the_bearer_token(api_server):
+    """Raw GETs authenticate like the generated API methods do."""
+    get_json(api_server.api_client(), "/version")
+    path, headers = api_server.requests[-1]
+    assert path == "/version" and headers.get("authorization") == "Bearer secret-token"
+
+
+def test_pod_proxy_get_parses_json(api_server):
+    """The pod proxy path is /api/v1/namespaces/NS/pods/POD:PORT/proxy/PATH; JSON comes back parsed."""
+    listing = {"object": "list", "data": [{"id": "google/gemma-2b-it", "object": "model"}]}
+    api_server.routes["/api/v1/namespaces/llm-d/pods/ms-gemma-0:8000/proxy/v1/models"] = (200, listing)
+    assert pod_proxy_get(api_server.api_client(), NS, "ms-gemma-0", 8000, "/v1/models") == (200, listing)
+
+
+def test_pod_proxy_get_returns_errors_instead_of_raising(api_server):
+    """A backend that is down gives (status, text), so a check can quote it."""
+    api_server.routes["/api/v1/namespaces/llm-d/pods/p:8000/proxy/v1/models"] = (503, b"connection refused")
+    assert pod_proxy_get(api_server.api_client(), NS, "p", 8000, "v1/models") == (503, "connection refused")
+
+
+def test_detect_versions_reads_the_crd_bundle_annotations(api_server):
+    """Versions come from /version and the bundle-version annotations of the CRDs."""
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    api_server.routes["/version"] = (200, {"gitVersion": "v1.35.4"})
+    api_server.routes[f"{crds}/gateways.gateway.networking.k8s.io"] = (200, {"metadata": {"annotations": {
+        "gateway.networking.k8s.io/bundle-version": "v1.4.1", "gateway.networking.k8s.io/channel": "standard"}}})
+    api_server.routes[f"{crds}/inferencepools.inference.networking.k8s.io"] = (200, {"metadata": {"annotations": {
+        "inference.networking.k8s.io/bundle-version": "v1.5.0"}}})
+    assert detect_versions(api_server.api_client(), V1) == {
+        "kubernetes": "v1.35.4", "gatewayAPI": "v1.4.1", "gatewayAPIChannel": "standard",
+        "inferenceExtension": "v1.5.0", "inferencePoolAPI": "inference.networking.k8s.io/v1"}
+
+
+def test_detect_versions_says_unknown_when_unreadable(api_server):
+    """Missing or forbidden CRDs give 'unknown', not an error."""
+    versions = detect_versions(api_server.api_client(), V1ALPHA2)
+    assert versions["gatewayAPI"] == "unknown" and versions["inferenceExtension"] == "unknown"
+
+
+def test_connect_uses_the_kubeconfig_context(api_server, tmp_path: Path):
+    """connect() builds clients from a kubeconfig context and discovers the pool API through it."""
+    api_server.routes["/apis/inference.networking.k8s.io/v1"] = resources("inferencepools")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "other",
+        "clusters": [{"name": "c", "cluster": {"server": api_server.url}}],
+        "users": [{"name": "u", "user": {"token": "ctx-token"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "c", "user": "u"}},
+                     {"name": "other", "context": {"cluster": "missing", "user": "u"}}],
+    }))
+    kube = connect(kubeconfig, "fake")
+    assert kube.pool_api is V1
+    assert api_server.requests[-1][1].get("authorization") == "Bearer ctx-token"
+    with pytest.raises(KubeError, match="context nope"):
+        connect(kubeconfig, "nope")
+
+
+def test_pool_api_reads_both_shapes():
+    """Selector, ports, EPP reference and parents read the same from v1 and v1alpha2 objects."""
+    v1 = {"spec": {"selector": {"matchLabels": {"a": "b"}}, "targetPorts": [{"number": 8000}, {"number": 8001}],
+                   "endpointPickerRef": {"name": "epp", "port": {"number": 9002}}},
+          "status": {"parents": [{"parentRef": {"name": GATEWAY}}]}}
+    alpha = {"spec": {"selector": {"a": "b"}, "targetPortNumber": 8000, "extensionRef": {"name": "epp", "portNumber": 9002}},
+             "status": {"parent": [{"parentRef": {"name": GATEWAY}}]}}
+    assert (V1.selector(v1), V1.target_ports(v1), V1.endpoint_picker(v1)) == ({"a": "b"}, [8000, 8001], ("epp", 9002))
+    assert (V1ALPHA2.selector(alpha), V1ALPHA2.target_ports(alpha), V1ALPHA2.endpoint_picker(alpha)) == (
+        {"a": "b"}, [8000], ("epp", 9002))
+    assert V1.parents(v1) == V1ALPHA2.parents(alpha) == [{"parentRef": {"name": GATEWAY}}]
+    assert V1.endpoint_picker({"spec": {}}) is None and V1.parents({}) == []
+
+
+def test_find_condition_reads_dicts_and_client_models():
+    """Conditions of custom objects (dicts) and of pods (models) are found alike."""
+    assert find_condition([{"type": "Accepted", "status": "True"}], "Accepted") == {"type": "Accepted", "status": "True"}
+    pod_condition = client.V1PodCondition(type="Ready", status="False")
+    assert find_condition([pod_condition], "Ready") is pod_condition
+    assert find_condition(None, "Ready") is None
+
+
+def test_condition_mismatch_explains():
+    """A mismatch says what was found, including the reason and message."""
+    found = {"type": "Accepted", "status": "False", "reason": "NotSupportedByParent", "message": "no"}
+    assert condition_mismatch(found, "True", None) == \
+        "found Accepted=False reason=NotSupportedByParent message='no'"
+    assert condition_mismatch(None, "True", None) == "condition absent"
+    assert condition_mismatch({"type": "Accepted", "status": "True", "reason": "Accepted"}, "True", "Accepted") is None
+    assert condition_mismatch({"type": "Accepted", "status": "True", "reason": "Other"}, "True", "Accepted")
+
+
+def test_parent_status_matches_the_gateway_with_defaults():
+    """A parentRef without group/kind/namespace means a Gateway in the object's namespace."""
+    mine = {"parentRef": {"name": GATEWAY}}
+    placeholder = {"parentRef": {"kind": "Status", "name": "default"}}
+    elsewhere = {"parentRef": {"name": GATEWAY, "namespace": "other"}}
+    assert parent_status([placeholder, elsewhere, mine], GATEWAY, NS) is mine
+    assert parent_status([placeholder], GATEWAY, NS) is None
+
+
+def test_yaml_excerpt_picks_dotted_keys():
+    """Only the asked fields, absent ones marked."""
+    obj = {"spec": {"selector": {"matchLabels": {"a": "b"}}, "other": 1}}
+    assert yaml_excerpt(obj, ["spec.selector", "status.parents"]) == (
+        "spec.selector:\n  matchLabels:\n    a: b\nstatus.parents: <absent>")
+    pod = client.V1Pod(metadata=client.V1ObjectMeta(name="p", labels={"x": "y"}))
+    assert yaml_excerpt(pod, ["metadata.labels"]) == "metadata.labels:\n  x: y"
+
+
+def pod(name, labels=None, deleting=False, gpus=None, phase="Running", ready=True, node="gpu-1"):
+    limits = {"nvidia.com/gpu": str(gpus)} if gpus is not None else None
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels=labels or {},
+                                     deletion_timestamp="2026-01-01T00:00:00Z" if deleting else None),
+        spec=client.V1PodSpec(node_name=node, containers=[
+            client.V1Container(name="vllm", resources=client.V1ResourceRequirements(limits=limits))]),
+        status=client.V1PodStatus(phase=phase, conditions=[
+            client.V1PodCondition(type="Ready", status="True" if ready else "False")]))
+
+
+def test_pods_matching_builds_the_selector_and_skips_terminating_pods():
+    """Label selector 'k=v,...' sorted; pods being deleted are left out unless asked for."""
+    asked = []
+
+    def list_namespaced_pod(namespace, label_selector):
+        asked.append((namespace, label_selector))
+        return SimpleNamespace(items=[pod("b"), pod("a"), pod("c", deleting=True)])
+
+    core = SimpleNamespace(list_namespaced_pod=list_namespaced_pod)
+    found = pods_matching(core, NS, {"llm-d.ai/model": "gemma", "llm-d.ai/inferenceServing": "true"})
+    assert [p.metadata.name for p in found] == ["a", "b"]
+    assert asked == [(NS, "llm-d.ai/inferenceServing=true,llm-d.ai/model=gemma")]
+    assert len(pods_matching(core, NS, {"x": "y"}, include_terminating=True)) == 3
+
+
+def test_gpu_counts_and_pod_description():
+    """GPUs come from container limits (pods) and allocatable (nodes); the description shows state."""
+    assert pod_gpus(pod("a", gpus=1)) == 1 and pod_gpus(pod("a")) == 0
+    node = client.V1Node(status=client.V1NodeStatus(allocatable={"nvidia.com/gpu": "2", "cpu": "4"}))
+    assert node_gpus(node) == 2 and node_gpus(client.V1Node(status=client.V1NodeStatus())) == 0
+    text = describe_pod(pod("a", labels={"m": "x"}, phase="Pending", ready=False, node=None))
+    assert text == "pod a (phase Pending, node (unscheduled), Ready=False; labels {'m': 'x'})"
+
+
+class FakeKube:
+    """Just enough of fixtures.kube.Kube: objects served from lists of successive states."""
+
+    pool_api = V1
+
+    def __init__(self, pools=None, routes=None, gateways=None):
+        self.states = {"pool": list(pools or []), "httproutes": list(routes or []), "gateways": list(gateways or [])}
+
+    def _next(self, kind):
+        states = self.states[kind]
+        state = states.pop(0) if len(states) > 1 else states[0]
+        if state is None:
+            raise client.ApiException(status=404)
+        return state
+
+    def get_pool(self, namespace, name):
+        return self._next("pool")
+
+    def list_pools(self, namespace):
+        return [{"metadata": {"name": "gaie-other"}}]
+
+    def get_gateway_object(self, namespace, plural, name):
+        return self._next(plural)
+
+    def list_gateway_objects(self, namespace, plural):
+        return []
+
+
+def status(conditions, key="parents", parent=GATEWAY):
+    return {"status": {key: [{"parentRef": {"name": parent}, "conditions": conditions}]}}
+
+
+def test_pool_condition_is_waited_for():
+    """The helper polls until the Gateway's entry has the condition, then returns the pool."""
+    accepted = status([{"type": "Accepted", "status": "True"}])
+    kube = FakeKube(pools=[None, status([{"type": "Accepted", "status": "Unknown"}]), accepted])
+    assert inferencepool_must_have_condition(kube, NS, "gaie-gemma", GATEWAY, "Accepted", timeout=5,
+                                             interval=0.01) is accepted
+
+
+def test_pool_condition_timeout_reports_the_last_state():
+    """On timeout the message shows the expected condition and every parent entry seen last."""
+    kube = FakeKube(pools=[status([{"type": "Accepted", "status": "False", "reason": "NotSupportedByParent"}])])
+    with pytest.raises(AssertionError) as excinfo:
+        inferencepool_must_have_condition(kube, NS, "gaie-gemma", GATEWAY, "Accepted", timeout=0.05, interval=0.01)
+    message = str(excinfo.value)
+    assert message.startswith(
+        f"InferencePool (inference.networking.k8s.io/v1) {NS}/gaie-gemma: expected Accepted=True for parent "
+        f"Gateway {GATEWAY}, found Accepted=False reason=NotSupportedByParent; status parents:\n"
+        f"  Gateway/{GATEWAY}: Accepted=False reason=NotSupportedByParent")
+    assert "still failing after" in message
+
+
+def test_missing_parent_entry_lists_the_parents_found():
+    """A pool accepted by another parent (or the v1alpha2 placeholder) is not accepted by ours."""
+    kube = FakeKube(pools=[{"status": {"parents": [{"parentRef": {"kind": "Status", "name": "default"},
+                                                    "conditions": [{"type": "Accepted", "status": "Unknown"}]}]}}])
+    with pytest.raises(AssertionError, match=r"no status entry for parent Gateway infra-gw .*\n  Status/default: "
+                                             r"Accepted=Unknown"):
+        inferencepool_must_have_condition(kube, NS, "gaie-gemma", GATEWAY, "Accepted", timeout=0, interval=0.01)
+
+
+def test_missing_object_lists_what_exists():
+    """A pool that does not exist is reported with the pools that do."""
+    kube = FakeKube(pools=[None])
+    with pytest.raises(AssertionError, match=r"InferencePool \(.*\) llm-d/gaie-x not found \(InferencePools in "
+                                             r"llm-d: gaie-other\)"):
+        inferencepool_must_have_condition(kube, NS, "gaie-x", GATEWAY, "Accepted", timeout=0)
+
+
+def test_route_condition_with_reason():
+    """Route conditions can require a reason, e.g. ResolvedRefs=False reason BackendNotFound."""
+    kube = FakeKube(routes=[status([{"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound"}])])
+    httproute_must_have_condition(kube, NS, "r", GATEWAY, "ResolvedRefs", "False", "BackendNotFound", timeout=0)
+    with pytest.raises(AssertionError, match="expected ResolvedRefs=True for parent Gateway infra-gw, found "
+                                             "ResolvedRefs=False reason=BackendNotFound"):
+        httproute_must_have_condition(kube, NS, "r", GATEWAY, "ResolvedRefs", "True", timeout=0)
+
+
+def test_gateway_address():
+    """The first status address is returned; none is an assertion naming the conditions."""
+    kube = FakeKube(gateways=[{"status": {"addresses": [{"type": "IPAddress", "value": "127.77.0.1"}]}}])
+    assert gateway_must_have_address(kube, NS, GATEWAY, timeout=0) == "127.77.0.1"
+    kube = FakeKube(gateways=[{"status": {"conditions": [{"type": "Programmed", "status": "False"}]}}])
+    with pytest.raises(AssertionError, match="has no address in status.addresses; conditions: Programmed=False"):
+        gateway_must_have_address(kube, NS, GATEWAY, timeout=0)
+    assert url_for("127.77.0.1", 80) == "http://127.77.0.1:80" and url_for("fd00::1", 80) == "http://[fd00::1]:80"
