@@ -110,7 +110,7 @@ def test_unknown_model_answered_200_fails_both_checks(pytester):
     """Backends that serve any name: unknown_accepted fails accuracy and the unknown-model check."""
     topology = load_topology("pattern2-single-pool")
     with FakeGateway(topology_pods(topology), catch_all, lenient=True).serve() as url:
-        result = run_suite(pytester, "pattern2-single-pool", url, "--requests", "100")
+        result = run_suite(pytester, "pattern2-single-pool", url, "--requests", "200")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*expected ok_unknown for every unknown model*4 of 4 differ*",
                                  "*-> 200 unknown_accepted*"])

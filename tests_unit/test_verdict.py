@@ -96,6 +96,18 @@ def test_bad_inputs_raise_and_say_what_to_fix(call, message):
         call()
 
 
+def test_criteria_that_can_never_pass_are_refused_with_the_requests_needed():
+    """50 requests cannot show 0.98 at 95% (50/50 -> 0.929): 189 can (Wilson), 183 (Clopper-Pearson)."""
+    with pytest.raises(ValueError, match="50 requests can never pass: even 50/50 correct gives a wilson 95% "
+                                         "lower bound of 0.9287 < threshold 0.98; send at least 189 requests"):
+        Criteria(50, 0, 0.98, 0.95)
+    assert Criteria(189, 0, 0.98, 0.95).requests_needed() == 189
+    assert Criteria(300, 0, 0.98, 0.95, CLOPPER_PEARSON).requests_needed() == 183
+    assert wilson_lower(188, 188, 0.95) < 0.98 <= wilson_lower(189, 189, 0.95)
+    with pytest.raises(ValueError, match="a threshold of 1 cannot be shown by a confidence bound"):
+        Criteria(300, 0, 1.0, 0.95)
+
+
 def test_seed_protocol_masking_figures():
     """(1 - (1-p)^10)^50: 0.952 at p=0.5, 0.881 at 0.45, 0.738 at 0.4 (FACTS.md)."""
     assert [round(seed_protocol_pass_probability(p), 3) for p in (0.5, 0.45, 0.4)] == [0.952, 0.881, 0.738]
