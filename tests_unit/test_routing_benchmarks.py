@@ -1,6 +1,8 @@
 """benchmarks/routing_driver.py and benchmarks/verdict_time.py run against fakes served on loopback."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from benchmarks import routing_driver, verdict_time
@@ -19,6 +21,16 @@ def test_driver_benchmark_prints_its_rate_and_answers(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "requests/s (50 requests, concurrency 4; answers: ok 50)" in out
     assert "wrk: not installed, skipped" in out
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (Debian: apt-get install wrk)")
+def test_driver_benchmark_compares_with_wrk_on_the_same_url(capsys):
+    """With wrk installed both rates are printed and their ratio."""
+    with FakeGateway(topology_pods(load_topology("pattern2")), by_model).serve() as url:
+        routing_driver.main(["--url", url, "--model", GEMMA, "--requests", "50", "--concurrency", "2",
+                             "--wrk-seconds", "1"])
+    out = capsys.readouterr().out
+    assert "wrk: " in out and " requests/s over 1 s" in out and "driver / wrk: " in out
 
 
 def test_verdict_time_reports_requests_and_seconds_per_run(capsys):
