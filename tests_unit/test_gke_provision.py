@@ -397,3 +397,31 @@ def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
             return "".join(seen)
     proc.kill()
     raise AssertionError(f"{marker!r} not seen within {timeout}s; output:\n{''.join(seen)}")
+
+
+def test_hf_secret_without_the_token_key_is_refused_before_anything_changes(cloud, lines):
+    with cloud.edit() as state:
+        state["namespaces"].append("llm-d")
+        state["secrets"] = {"llm-d/llm-d-hf-token": ["token"]}
+    with pytest.raises(gke.GkeError, match=r"Secret llm-d/llm-d-hf-token has no key HF_TOKEN \(keys: token\)"):
+        provisioner(cloud, lines, hf_token=gke.HfToken("llm-d-hf-token", TOKEN)).setup()
+    assert cloud.commands() == PREFLIGHT
+
+
+def test_a_release_a_dead_run_of_ours_left_half_installed_is_installed_again(cloud, lines):
+    """The inherited undo record names gaie-phi, found 'pending-install': uninstalled, then synced with the rest."""
+    with cloud.edit() as state:
+        state["releases"] = {"llm-d/gaie-phi": "pending-install"}
+        state["pools"]["nvidia-t4-pool"]["size"] = 2
+        state["leases"]["default/llmd-conformance-run-lock"] = {
+            "metadata": {"name": "llmd-conformance-run-lock", "namespace": "default", "resourceVersion": "1",
+                         "annotations": {"llmd-conformance/undo": json.dumps(
+                             {"pool_size_found": 0, "releases": [["gaie-phi", "llm-d"]]})}},
+            "spec": {"leaseDurationSeconds": 90},  # released: no holder
+        }
+    p = provisioner(cloud, lines)
+    p.setup()
+    p.teardown()
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, UNINSTALL.format("gaie-phi"), f"{HELMFILE} sync",
+                                *UNINSTALL_ALL, RESIZE.format(0)]
+    assert_untouched_at_start(cloud)
