@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,26 @@ def test_rescue_command_checks_gcloud_before_touching_anything(tmp_path, monkeyp
     assert result.returncode == 2, result.stderr
     assert "error: gcloud is not authenticated: run `gcloud auth login`" in result.stderr
     assert [c["argv"] for c in read_log(tmp_path / "calls.jsonl")] == [["auth", "print-access-token"]]
+
+
+def test_credentials_go_to_a_private_kubeconfig_removed_at_teardown(tmp_path, monkeypatch):
+    """No --kubeconfig: get-credentials writes a run-private file (KUBECONFIG set for that call only)."""
+    env = install(tmp_path / "bin", tmp_path / "state.json", tmp_path / "calls.jsonl")
+    (tmp_path / "state.json").write_text(json.dumps(default_state(load_topology("pattern2"))))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if not shutil.which("gke-gcloud-auth-plugin"):
+        pytest.skip("gke-gcloud-auth-plugin is not installed here")
+    target = gke.GkeTarget(load_topology("pattern2"), TargetOptions(), gke.GkeOptions(
+        project="test-project", zone="us-central1-a", cluster="test-cluster"), log=lambda line: None)
+    # The fake kubeconfig points at 127.0.0.1:1, where nothing listens: the first API read fails clearly.
+    with pytest.raises(gke.GkeError, match=r"cannot read CRD gateways.gateway.networking.k8s.io"):
+        target.setup()
+    calls = read_log(tmp_path / "calls.jsonl")
+    credentials = calls[-1]
+    assert credentials["argv"] == ["container", "clusters", "get-credentials", "test-cluster", "--zone", "us-central1-a",
+                                   "--project", "test-project"]
+    assert credentials["env"]["KUBECONFIG"] == str(target.kubeconfig) and target.kubeconfig.is_file()
+    assert target.context == "gke_test-project_us-central1-a_test-cluster"
+    target.teardown()
+    assert not target.kubeconfig.exists()
