@@ -1,10 +1,15 @@
 """Fixtures for the harness's own tests: pytester runs that load the suite's plugin."""
 from __future__ import annotations
 
+import json
 import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 pytest_plugins = ["pytester"]
 
@@ -81,3 +86,48 @@ def events(pytester: pytest.Pytester) -> list[tuple[str, int]]:
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip()
+
+
+class FakeApiServer:
+    """Answers GET paths from a dict {path: (status, body)}; records requests and their headers."""
+
+    def __init__(self, routes: dict[str, tuple[int, object]]):
+        self.routes = routes
+        self.requests: list[tuple[str, dict]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                fake.requests.append((self.path, dict(self.headers)))
+                status, body = fake.routes.get(self.path, (404, {"kind": "Status", "code": 404}))
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if isinstance(body, bytes) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def api_client(self) -> client.ApiClient:
+        configuration = client.Configuration(host=self.url)
+        configuration.api_key = {"authorization": "Bearer secret-token"}
+        return client.ApiClient(configuration)
+
+
+@pytest.fixture
+def api_server() -> Iterator[FakeApiServer]:
+    server = FakeApiServer({})
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def resources(*names: str) -> tuple[int, dict]:
+    return 200, {"kind": "APIResourceList", "resources": [{"name": n} for n in names]}
