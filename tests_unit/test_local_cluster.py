@@ -8,6 +8,7 @@ import time
 import pytest
 from kubernetes import client
 
+from fixtures.kube import pod_proxy_get
 from fixtures.local import netns
 from fixtures.local.cluster import GPU_POOL, NODE_POOL_LABEL, LocalCluster
 from fixtures.local.podrunner import PodRunner
@@ -104,11 +105,7 @@ def test_third_gpu_pod_pending_with_insufficient_gpu(core):
 def test_pod_process_answers_through_pod_proxy(cluster, core):
     """A pod's process answers HTTP on its pod IP, reached through the apiserver pod proxy."""
     wait_for(lambda: _pod_ready(core, "gpu-a"), timeout=60)
-    body, status, _ = core.api_client.call_api(
-        f"/api/v1/namespaces/{NS}/pods/gpu-a:8000/proxy/v1/models", "GET",
-        auth_settings=["BearerToken"], _preload_content=False)
-    import json
-    models = json.loads(body.data)
+    status, models = pod_proxy_get(core.api_client, NS, "gpu-a", 8000, "/v1/models")
     assert status == 200 and [m["id"] for m in models["data"]] == ["google/gemma-2b-it"], models
 
 
