@@ -48,23 +48,25 @@ def test_gpu_nodes_are_available(kube, topology):
     """At least `gpuNodes` Ready nodes carry the accelerator label and allocatable GPUs."""
     selector = {topology.accelerator_label: topology.accelerator_value}
     nodes = kube.core.list_node(label_selector=label_selector(selector)).items
-    usable = [n for n in nodes if node_ready(n) and node_gpus(n) >= 1]
+    usable = sum(1 for n in nodes if node_ready(n) and node_gpus(n) >= 1)
+    expected = topology.gpu_nodes
     listing = "\n".join(f"  {n.metadata.name}: Ready={node_ready(n)}, allocatable {GPU_RESOURCE} {node_gpus(n)}"
                         for n in nodes) or "  none"
-    assert len(usable) >= topology.gpu_nodes, (
-        f"expected at least {topology.gpu_nodes} Ready node(s) labelled {label_selector(selector)} with "
-        f"allocatable {GPU_RESOURCE}, found {len(usable)}; nodes with the label:\n{listing}")
+    assert usable >= expected, (
+        f"expected at least {expected} Ready node(s) labelled {label_selector(selector)} with "
+        f"allocatable {GPU_RESOURCE}, found {usable}; nodes with the label:\n{listing}")
 
 
 def test_model_has_expected_replica_count(kube, topology, topology_model, run_config):
     """The model runs exactly `replicas` pods (pods being deleted are not counted)."""
     selector = label_selector(topology.model_selector(topology_model.id))
+    expected = topology_model.replicas
 
     def check():
-        pods = _model_pods(kube, topology, topology_model)
-        assert len(pods) == topology_model.replicas, (
-            f"model {topology_model.id}: expected {topology_model.replicas} pod(s) matching {selector} in "
-            f"{topology.namespace}, found {len(pods)}: {', '.join(p.metadata.name for p in pods) or 'none'}")
+        names = [p.metadata.name for p in _model_pods(kube, topology, topology_model)]
+        found = len(names)
+        assert found == expected, (f"model {topology_model.id}: expected {expected} pod(s) matching {selector} in "
+                                   f"{topology.namespace}, found {found}: {', '.join(names) or 'none'}")
     wait_for(check, run_config.condition_timeout)
 
 
@@ -76,16 +78,16 @@ def test_model_pods_are_running_and_ready(kube, topology, topology_model, run_co
         pods = _model_pods(kube, topology, topology_model)
         assert pods, f"model {topology_model.id}: no pod matches {selector} in {topology.namespace}"
         bad = [p for p in pods if not (p.status and p.status.phase == "Running" and pod_ready(p))]
-        assert not bad, (
-            f"model {topology_model.id}: {len(bad)} of {len(pods)} pod(s) not Running and Ready:\n"
-            + "\n".join(f"  {_explain_not_ready(kube, topology.namespace, p)}" for p in bad[:5]))
+        explained = [f"  {_explain_not_ready(kube, topology.namespace, p)}" for p in bad[:5]]
+        assert not explained, (f"model {topology_model.id}: {len(bad)} of {len(pods)} pod(s) not Running and Ready:\n"
+                               + "\n".join(explained))
     wait_for(check, run_config.condition_timeout)
 
 
 def test_model_pods_reserve_their_gpus(kube, topology, topology_model):
     """Every pod of the model has `gpusPerPod` nvidia.com/gpu in its limits, so the scheduler reserves them."""
     pods = _model_pods(kube, topology, topology_model)
-    assert pods, f"model {topology_model.id}: no pod matches {label_selector(topology.model_selector(topology_model.id))}"
+    assert len(pods) > 0, f"model {topology_model.id}: no pod matches {label_selector(topology.model_selector(topology_model.id))}"
     wrong = [f"  pod {p.metadata.name}: limits {GPU_RESOURCE} {pod_gpus(p)}" for p in pods
              if pod_gpus(p) != topology_model.gpus_per_pod]
     assert not wrong, (f"model {topology_model.id}: expected {topology_model.gpus_per_pod} {GPU_RESOURCE} per pod "
@@ -95,7 +97,7 @@ def test_model_pods_reserve_their_gpus(kube, topology, topology_model):
 def test_model_pods_run_on_accelerator_nodes(kube, topology, topology_model):
     """Every pod of the model is on a node with the topology's accelerator label and enough allocatable GPUs."""
     pods = _model_pods(kube, topology, topology_model)
-    assert pods, f"model {topology_model.id}: no pod matches {label_selector(topology.model_selector(topology_model.id))}"
+    assert len(pods) > 0, f"model {topology_model.id}: no pod matches {label_selector(topology.model_selector(topology_model.id))}"
     expected = f"{topology.accelerator_label}={topology.accelerator_value}"
     problems = []
     for pod in pods:
@@ -123,7 +125,6 @@ def test_models_run_on_distinct_gpu_nodes(kube, topology):
         for pod in _model_pods(kube, topology, model):
             if pod.spec.node_name:
                 by_node[pod.spec.node_name][model.id].append(pod.metadata.name)
-    shared = {node: models for node, models in by_node.items() if len(models) > 1}
-    assert not shared, "expected every GPU node to host pods of one model at most; shared nodes:\n" + "\n".join(
-        f"  node {node}: " + "; ".join(f"{model} (pods {', '.join(pods)})" for model, pods in models.items())
-        for node, models in sorted(shared.items()))
+    shared = [f"  node {node}: " + "; ".join(f"{model} (pods {', '.join(pods)})" for model, pods in models.items())
+              for node, models in sorted(by_node.items()) if len(models) > 1]
+    assert not shared, "expected every GPU node to host pods of one model at most; shared nodes:\n" + "\n".join(shared)

@@ -42,10 +42,10 @@ def _normalized(key: str) -> str:
 def test_pool_selector_matches_topology(kube, topology, topology_pool):
     """The InferencePool's selector is the topology's selector."""
     deployed = _deployed_pool(kube, topology, topology_pool)
-    found = kube.pool_api.selector(deployed)
-    assert found == topology_pool.selector, (
+    found, expected = kube.pool_api.selector(deployed), topology_pool.selector
+    assert found == expected, (
         f"InferencePool {topology.namespace}/{topology_pool.name}: selector {found} differs from the topology's "
-        f"{topology_pool.selector}\n{yaml_excerpt(deployed, ['spec.selector'])}")
+        f"{expected}\n{yaml_excerpt(deployed, ['spec.selector'])}")
 
 
 def test_pool_selects_exactly_its_model_pods(kube, topology, topology_pool):
@@ -55,7 +55,7 @@ def test_pool_selects_exactly_its_model_pods(kube, topology, topology_pool):
     assert selector, f"InferencePool {topology.namespace}/{topology_pool.name} has an empty selector (selects every pod)"
     models = [m.id for m in topology.models_of_pool(topology_pool.name)]
     expected = _model_pods_of_pool(kube, topology, topology_pool)
-    assert expected, f"no pods of the models of pool {topology_pool.name} ({', '.join(models)}) exist to be selected"
+    assert len(expected) > 0, f"no pods of the models of pool {topology_pool.name} ({', '.join(models)}) exist to be selected"
     selected = {p.metadata.name: p for p in pods_matching(kube.core, topology.namespace, selector)}
     extra, missing = sorted(selected.keys() - expected.keys()), sorted(expected.keys() - selected.keys())
     lines = [f"  extra (selected, not a pod of {', '.join(models)}): {n} labels {selected[n].metadata.labels}"
@@ -72,7 +72,7 @@ def test_pool_selector_keys_are_on_the_model_pods(kube, topology, topology_pool)
     deployed = _deployed_pool(kube, topology, topology_pool)
     selector = kube.pool_api.selector(deployed)
     pods = _model_pods_of_pool(kube, topology, topology_pool)
-    assert pods, f"no pods of the models of pool {topology_pool.name} exist"
+    assert len(pods) > 0, f"no pods of the models of pool {topology_pool.name} exist"
     problems = []
     for key in selector:
         lacking = [p for p in pods.values() if key not in (p.metadata.labels or {})]
@@ -89,10 +89,10 @@ def test_pool_selector_keys_are_on_the_model_pods(kube, topology, topology_pool)
 def test_pool_target_ports_match_topology(kube, topology, topology_pool):
     """The pool's target ports (v1 targetPorts, v1alpha2 targetPortNumber) are the topology's."""
     deployed = _deployed_pool(kube, topology, topology_pool)
-    found = kube.pool_api.target_ports(deployed)
-    assert sorted(found) == sorted(topology_pool.target_ports), (
+    found, expected = sorted(kube.pool_api.target_ports(deployed)), sorted(topology_pool.target_ports)
+    assert found == expected, (
         f"InferencePool {topology.namespace}/{topology_pool.name} ({kube.pool_api.api_version}): target ports "
-        f"{found}, expected {list(topology_pool.target_ports)}\n"
+        f"{found}, expected {expected}\n"
         f"{yaml_excerpt(deployed, ['spec.targetPorts' if kube.pool_api.is_v1 else 'spec.targetPortNumber'])}")
 
 
@@ -120,10 +120,10 @@ def test_pool_endpoint_picker_service_has_ready_endpoints(kube, topology, topolo
             present = [s.metadata.name for s in kube.core.list_namespaced_service(namespace).items]
             raise AssertionError(f"EPP Service {namespace}/{name} does not exist "
                                  f"(Services in {namespace}: {', '.join(present) or 'none'})") from None
-        service_ports = [p for p in service.spec.ports or [] if p.port == port]
-        assert service_ports, (f"EPP Service {namespace}/{name} has no port {port} "
-                               f"(ports: {[p.port for p in service.spec.ports or []]})")
-        port_name = service_ports[0].name or ""
+        port_names = [p.name or "" for p in service.spec.ports or [] if p.port == port]
+        assert port_names, (f"EPP Service {namespace}/{name} has no port {port} "
+                            f"(ports: {[p.port for p in service.spec.ports or []]})")
+        port_name = port_names[0]
         slices = kube.discovery.list_namespaced_endpoint_slice(
             namespace, label_selector=f"kubernetes.io/service-name={name}").items
         ready = []

@@ -55,7 +55,7 @@ def test_backend_pods_serve_only_their_model(kube, topology, topology_model):
     pool = topology.pool(topology_model.pool)
     selector = topology.model_selector(topology_model.id)
     pods = pods_matching(kube.core, topology.namespace, selector)
-    assert pods, f"model {topology_model.id}: no pod matches {label_selector(selector)} in {topology.namespace}"
+    assert len(pods) > 0, f"model {topology_model.id}: no pod matches {label_selector(selector)} in {topology.namespace}"
     wrong = []
     for pod in pods:
         for port in pool.target_ports:

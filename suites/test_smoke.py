@@ -24,14 +24,15 @@ def test_model_answers_through_the_gateway(gateway_url, topology_model):
     with httpx.Client(timeout=60.0, trust_env=False) as http:
         response = http.post(url, json=body)
     pod = response.headers.get(POD_HEADER, "(no pod header)")
-    assert response.status_code == 200, (f"POST {url} for model {topology_model.id}: HTTP {response.status_code}, "
-                                         f"expected 200 (pod {pod}); body: {response.text[:EXCERPT]!r}")
+    status, expected = response.status_code, topology_model.id
+    assert status == 200, (f"POST {url} for model {expected}: HTTP {status}, expected 200 (pod {pod}); "
+                           f"body: {response.text[:EXCERPT]!r}")
     try:
         answered = response.json().get("model")
     except (ValueError, AttributeError):
         pytest.fail(f"POST {url}: 200 but not a JSON object: {response.text[:EXCERPT]!r}", pytrace=False)
-    assert answered == topology_model.id, (f"POST {url} for model {topology_model.id} was answered by model "
-                                           f"{answered!r} (pod {pod}): it reached a backend of another model")
+    assert answered == expected, (f"POST {url} for model {expected} was answered by model {answered!r} (pod {pod}): "
+                                  f"it reached a backend of another model")
 
 
 def _read(read):
@@ -57,7 +58,7 @@ def _parent_problems(kind, namespace, name, obj, parents, gateway) -> list[str]:
     return problems
 
 
-def test_status_conditions_are_true(kube, topology):
+def test_status_conditions_are_true(kube, topology, run_config):
     """Gateway Accepted+Programmed; every HTTPRoute and InferencePool Accepted+ResolvedRefs for the Gateway."""
     namespace, gateway = topology.namespace, topology.gateway_name
 
@@ -82,4 +83,4 @@ def test_status_conditions_are_true(kube, topology):
             problems += _parent_problems(f"InferencePool ({kube.pool_api.api_version})", namespace, pool.name, obj,
                                          parents, gateway)
         assert not problems, "status conditions not as expected:\n" + "\n".join(f"  {p}" for p in problems)
-    wait_for(check, SMOKE_CONDITION_TIMEOUT)
+    wait_for(check, min(run_config.condition_timeout, SMOKE_CONDITION_TIMEOUT))
