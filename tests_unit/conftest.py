@@ -36,7 +36,7 @@ class FakeTarget:
     name = "fake"
 
     def __init__(self, config, topology):
-        self.kubeconfig = None
+        self.kubeconfig = os.environ.get("FAKE_KUBECONFIG")
         self.context = "fake-context"
         self.plan = config.getoption("plan")
 
@@ -72,6 +72,7 @@ def suite_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.delenv("FAKE_SETUP_ERROR", raising=False)
     monkeypatch.delenv("FAKE_GATEWAY_URL", raising=False)
+    monkeypatch.delenv("FAKE_KUBECONFIG", raising=False)
     pytester.makeconftest(FAKE_TARGET_CONFTEST)
     return pytester
 

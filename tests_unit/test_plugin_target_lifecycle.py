@@ -3,8 +3,9 @@ without pytest-xdist, only when a selected test needs it; setup failures reach e
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from tests_unit.conftest import dedent, events
+from tests_unit.conftest import dedent, events, resources
 
 USES_TARGET = dedent("""
     import os
@@ -98,3 +99,22 @@ def test_plan_prints_and_runs_no_test(suite_pytester):
     result.stderr.fnmatch_lines(["Exit: --plan: printed the actions above; nothing was changed"])
     assert [event for event, _ in events(suite_pytester)] == ["plan"]
     assert not (suite_pytester.path / "test-pids.log").exists()
+
+
+def test_missing_namespace_errors_each_test_using_kube(suite_pytester, monkeypatch, api_server):
+    """The `kube` fixture checks the topology's namespace exists and says how to fix it."""
+    api_server.routes["/apis/inference.networking.k8s.io/v1"] = resources("inferencepools")
+    kubeconfig = suite_pytester.path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake-context",
+        "clusters": [{"name": "c", "cluster": {"server": api_server.url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "fake-context", "context": {"cluster": "c", "user": "u"}}]}))
+    monkeypatch.setenv("FAKE_KUBECONFIG", str(kubeconfig))
+    suite_pytester.makepyfile("def test_a(kube):\n    pass\n\ndef test_b(kube):\n    pass\n")
+    result = suite_pytester.runpytest_subprocess("--target", "fake", "--namespace", "team-a")
+    result.assert_outcomes(errors=2)
+    assert "During handling" not in result.stdout.str()
+    result.stdout.fnmatch_lines([
+        f"target fake, context fake-context of {kubeconfig}: namespace 'team-a' does not exist; the topology "
+        f"pattern2 deploys there; pass --namespace or deploy it first"])
