@@ -1,0 +1,62 @@
+"""Bad input for the local cluster is refused with a message that says what to fix, before anything starts."""
+from __future__ import annotations
+
+import socket
+import stat
+
+import pytest
+
+from fixtures.local import build, cluster as local_cluster
+from fixtures.local.cluster import ClusterError, LocalCluster
+
+
+def test_not_root_is_refused(monkeypatch):
+    """Network namespaces need root: the error says so."""
+    monkeypatch.setattr(local_cluster.os, "geteuid", lambda: 1000)
+    with pytest.raises(ClusterError, match="needs root: pods run in network namespaces"):
+        LocalCluster().preflight()
+
+
+def test_missing_binary_names_the_build_command(monkeypatch, tmp_path):
+    """A binary that was never built is named with the command that builds it."""
+    monkeypatch.setenv("LLMD_BIN_DIR", str(tmp_path))
+    with pytest.raises(build.BuildError, match=r"binary 'etcd' is missing .* run 'python -m fixtures.local.build'"):
+        LocalCluster().preflight()
+
+
+def _fake_go(tmp_path, version: str):
+    go = tmp_path / "go"
+    go.write_text(f"#!/bin/sh\necho {version}\n")
+    go.chmod(go.stat().st_mode | stat.S_IEXEC)
+    return tmp_path
+
+
+def test_old_go_is_refused(monkeypatch, tmp_path):
+    """Go older than the pinned modules need is refused with the version found and the one needed."""
+    monkeypatch.setenv("PATH", str(_fake_go(tmp_path, "go1.20.3")))
+    with pytest.raises(build.BuildError, match=r"Go go1.20.3 is too old: the local cluster needs Go >= 1.26"):
+        build.check_go()
+
+
+def test_missing_go_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(build.BuildError, match="'go' is not on PATH"):
+        build.check_go()
+
+
+def test_unknown_component_is_refused():
+    with pytest.raises(build.BuildError, match=r"unknown component\(s\) \['kubelet'\]; known: \["):
+        build.build_all(["kubelet"])
+
+
+@pytest.mark.local
+@pytest.mark.xdist_group("local-cluster")
+def test_port_in_use_is_refused(tmp_path):
+    """A port the cluster needs that something else holds is named; nothing is started."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", local_cluster.ETCD_PORTS[0]))
+        squatter.listen()
+        cluster = LocalCluster(state_dir=tmp_path / "state")
+        with pytest.raises(ClusterError, match=rf"port 127.0.0.1:{local_cluster.ETCD_PORTS[0]} \(etcd\) is already in use"):
+            cluster.start()
+    assert not cluster.running and not (tmp_path / "state").exists()
