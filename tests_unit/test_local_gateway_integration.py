@@ -208,7 +208,8 @@ def test_gateway_is_programmed_with_its_loopback_address(custom, deployed, url, 
         status = gw.get("status") or {}
         must_have({c["type"]: c for c in status.get("conditions") or []}, f"Gateway {GW}",
                   Accepted=("True", "Accepted"), Programmed=("True", "Programmed"))
-        assert status["addresses"] == [{"type": "IPAddress", "value": url.split("//")[1].rsplit(":", 1)[0]}], status
+        address = url.split("//")[1].rsplit(":", 1)[0]
+        assert address.startswith("127.77.0.") and status["addresses"] == [{"type": "IPAddress", "value": address}], status
         [listener] = status["listeners"]
         assert listener["attachedRoutes"] == 1, listener
     wait_for(programmed, timeout=STATUS_TIMEOUT)
