@@ -1,0 +1,90 @@
+"""The GKE provisioning flow, run for real on the local cluster: only gcloud is replaced (by the local resize)."""
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+
+from fixtures.gke import CommandRunner, HelmfileRunner, KubeApis, Provisioner, TeardownPolicy
+from fixtures.local import build
+from fixtures.local.cluster import LocalCluster
+from fixtures.local.podrunner import PodRunner
+from fixtures.local.pool import LocalPool
+from fixtures.runlock import RunLock, RunLockHeld
+from fixtures.topology import load_topology
+
+pytestmark = [pytest.mark.local, pytest.mark.xdist_group("local-cluster")]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cluster = LocalCluster(logs_dir=tmp_path_factory.mktemp("logs"), gpu_nodes=0).start()
+    runner = PodRunner(cluster, cluster.logs_dir).start()
+    yield cluster
+    runner.stop()
+    cluster.stop()
+
+
+def _provisioner(cluster, lines, policy=TeardownPolicy.RESTORE, holder="test-run"):
+    topology = load_topology("pattern2")
+    api = cluster.api_client()
+    commands = CommandRunner(progress=lines.append)
+    helmfile = HelmfileRunner.for_topology(topology, "local", commands, kubeconfig=cluster.kubeconfig,
+                                           helmfile=str(build.binary("helmfile")), helm=str(build.binary("helm")))
+    return Provisioner(LocalPool(cluster), helmfile, KubeApis.from_api_client(api), topology, policy,
+                       lock=RunLock(client.CoordinationV1Api(api), holder=holder), wait_timeout_s=120, poll_s=1,
+                       progress=lines.append)
+
+
+def _releases(cluster):
+    core = client.CoreV1Api(cluster.api_client())
+    secrets = core.list_namespaced_secret("llm-d", label_selector="owner=helm").items if _ns(core) else []
+    return sorted({s.metadata.labels["name"] for s in secrets})
+
+
+def _ns(core):
+    return any(n.metadata.name == "llm-d" for n in core.list_namespace().items)
+
+
+def test_provision_then_restore_on_local_cluster(cluster):
+    """Setup resizes the pool 0 → 2, installs every release and waits for Ready pods; restore undoes both."""
+    lines: list[str] = []
+    provisioner = _provisioner(cluster, lines)
+    provisioner.setup()
+    try:
+        assert len(cluster.gpu_pool_nodes()) == 2, lines
+        assert _releases(cluster) == ["bbr", "gaie-gemma", "gaie-phi", "infra-pattern2", "ms-gemma", "ms-phi"], lines
+        pods = client.CoreV1Api(cluster.api_client()).list_namespaced_pod("llm-d").items
+        assert pods and all(any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+                            for p in pods), [p.metadata.name for p in pods]
+    finally:
+        provisioner.teardown()
+    assert cluster.gpu_pool_nodes() == [], "\n".join(lines)
+    assert _releases(cluster) == [], "\n".join(lines)
+
+
+def test_second_run_is_refused_by_the_run_lock(cluster):
+    """While one run holds the Lease, a second run is refused with the holder's name and changes nothing."""
+    first = RunLock(client.CoordinationV1Api(cluster.api_client()), holder="ci-run-1")
+    first.acquire()
+    try:
+        second = _provisioner(cluster, [], holder="ci-run-2")
+        with pytest.raises(RunLockHeld, match="ci-run-1"):
+            second.setup()
+        assert cluster.gpu_pool_nodes() == [] and _releases(cluster) == []
+    finally:
+        first.release()
+
+
+def test_failed_helmfile_restores_the_pool(cluster, tmp_path):
+    """A helmfile that fails after the resize leaves the pool as found and no release behind."""
+    lines: list[str] = []
+    provisioner = _provisioner(cluster, lines)
+    broken = tmp_path / "helmfile"
+    broken.write_text("#!/bin/sh\necho 'helmfile: simulated failure' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    real_sync = provisioner.helmfile.sync_command
+    provisioner.helmfile.sync_command = lambda only=None: [str(broken), *real_sync(only)[1:]]
+    with pytest.raises(Exception, match="simulated failure|helmfile sync"):
+        provisioner.setup()
+    assert cluster.gpu_pool_nodes() == [], "\n".join(lines)
+    assert _releases(cluster) == [], "\n".join(lines)
