@@ -183,7 +183,7 @@ def test_early_failures_almost_never_fail_a_run_that_would_have_passed():
         rng = random.Random(seed)
         outcomes = ["error" if rng.random() < 0.005 else "ok" for _ in range(300)]
         replay = iter(outcomes)
-        sent, reason = simulate(test, 10, lambda _: next(replay), rng)
+        sent, reason = simulate(test, 10, lambda _, replay=replay: next(replay), rng)
         full = Tally(300, outcomes.count("ok"), 0)
         wrongly_stopped += bool(reason) and test.decide(full).passed
     assert wrongly_stopped / 300 <= 0.01, wrongly_stopped
