@@ -4,7 +4,7 @@ Two model servers (llm-d-inference-sim) on the two T4 nodes, one InferencePool +
 installed with GIE's own inferencepool chart (pool a FailClose, pool b FailOpen), BBR from GIE's
 body-based-routing chart, and a Gateway of class llmd-local whose HTTPRoute matches the header BBR
 sets. Checks the status the controller writes and the traffic Envoy carries. Traffic goes only
-to 127.77.0.0/24 (the gateway) on this machine.
+to 127.77.<instance>.0/24 (the gateway) on this machine.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from kubernetes import client
 from fixtures.local.build import binary
 from fixtures.local.charts import prepare_charts
 from fixtures.local.cluster import LocalCluster
-from fixtures.local.gateway import CONTROLLER_NAME, GATEWAY_CLASS_NAME, GatewayController
+from fixtures.local.gateway import ADDRESS_PREFIX, CONTROLLER_NAME, GATEWAY_CLASS_NAME, GatewayController
 from fixtures.local.podrunner import PodRunner
 from fixtures.waits import wait_for
 
@@ -117,7 +117,7 @@ def custom(api):
 
 @pytest.fixture(scope="module")
 def port():
-    return free_port("127.77.0.1")
+    return free_port(f"{ADDRESS_PREFIX}1")
 
 
 @pytest.fixture(scope="module")
@@ -202,14 +202,14 @@ def test_gateway_class_is_created_and_accepted(custom, stack):
 
 
 def test_gateway_is_programmed_with_its_loopback_address(custom, deployed, url, port):
-    """Gateway Accepted and Programmed; status.addresses holds the 127.77.0.<n> Envoy listens on."""
+    """Gateway Accepted and Programmed; status.addresses holds the 127.77.<instance>.<n> Envoy listens on."""
     def programmed():
         gw = custom.get_namespaced_custom_object(GATEWAY_GROUP, "v1", NS, "gateways", GW)
         status = gw.get("status") or {}
         must_have({c["type"]: c for c in status.get("conditions") or []}, f"Gateway {GW}",
                   Accepted=("True", "Accepted"), Programmed=("True", "Programmed"))
         address = url.split("//")[1].rsplit(":", 1)[0]
-        assert address.startswith("127.77.0.") and status["addresses"] == [{"type": "IPAddress", "value": address}], status
+        assert address.startswith(ADDRESS_PREFIX) and status["addresses"] == [{"type": "IPAddress", "value": address}], status
         [listener] = status["listeners"]
         assert listener["attachedRoutes"] == 1, listener
     wait_for(programmed, timeout=STATUS_TIMEOUT)
