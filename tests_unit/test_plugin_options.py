@@ -11,7 +11,7 @@ from tests_unit.conftest import dedent
 
 DEFAULTS = {
     "target": "local", "topology": "pattern2", "namespace": None, "kubeconfig": None, "context": None,
-    "gateway_url": None, "condition_timeout": 120.0, "report_dir": "reports", "provision": False,
+    "gateway_url": None, "condition_timeout": 120.0, "warmup_timeout": 30.0, "report_dir": "reports", "provision": False,
     "teardown": None, "plan": False,
 }
 
@@ -51,6 +51,7 @@ def test_bad_topology_is_a_usage_error():
 
 @pytest.mark.parametrize("overrides,message", [
     ({"condition_timeout": 0.0}, "--condition-timeout must be > 0 seconds, got 0.0"),
+    ({"warmup_timeout": -1.0}, "--warmup-timeout must be >= 0 seconds, got -1.0"),
     ({"gateway_url": "127.0.0.1:80"}, "--gateway-url '127.0.0.1:80' must look like http://HOST[:PORT]"),
     ({"gateway_url": "ftp://gw"}, "--gateway-url 'ftp://gw' must look like http://HOST[:PORT]"),
     ({"namespace": ""}, "--namespace must not be empty"),
