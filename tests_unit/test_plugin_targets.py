@@ -68,7 +68,7 @@ def test_unknown_target_lists_the_known_ones(registry, tmp_path):
 
 def test_local_target_is_registered_by_reference(registry):
     """The core refers to fixtures.local by name and does not import it until chosen."""
-    assert registry["local"] == "fixtures.local.target:LocalTarget"
+    assert registry["local"] == "fixtures.local.target:LocalTarget.from_config"
     assert registry["cluster"] is ClusterTarget
 
 
