@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from kubernetes.client import ApiException
 
-from fixtures.kube import condition_mismatch, find_condition, format_parents, parent_status
+from fixtures.kube import condition_mismatch, find_condition, format_parents, get_or_none, parent_status
 from fixtures.waits import wait_for
 
 pytestmark = [pytest.mark.smoke, pytest.mark.pattern2, pytest.mark.pattern1]
@@ -35,15 +34,6 @@ def test_model_answers_through_the_gateway(gateway_url, topology_model):
                                   f"it reached a backend of another model")
 
 
-def _read(read):
-    try:
-        return read()
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
 def _parent_problems(kind, namespace, name, obj, parents, gateway) -> list[str]:
     if obj is None:
         return [f"{kind} {namespace}/{name} not found"]
@@ -64,7 +54,7 @@ def test_status_conditions_are_true(kube, topology, run_config):
 
     def check():
         problems = []
-        gateway_obj = _read(lambda: kube.get_gateway_object(namespace, "gateways", gateway))
+        gateway_obj = get_or_none(lambda: kube.get_gateway_object(namespace, "gateways", gateway))
         if gateway_obj is None:
             problems.append(f"Gateway {namespace}/{gateway} not found")
         else:
@@ -74,11 +64,11 @@ def test_status_conditions_are_true(kube, topology, run_config):
                 if why:
                     problems.append(f"Gateway {namespace}/{gateway}: expected {condition_type}=True, {why}")
         for route in topology.routes:
-            obj = _read(lambda name=route.name: kube.get_gateway_object(namespace, "httproutes", name))
+            obj = get_or_none(lambda name=route.name: kube.get_gateway_object(namespace, "httproutes", name))
             parents = ((obj or {}).get("status") or {}).get("parents") or []
             problems += _parent_problems("HTTPRoute", namespace, route.name, obj, parents, gateway)
         for pool in topology.pools:
-            obj = _read(lambda name=pool.name: kube.get_pool(namespace, name))
+            obj = get_or_none(lambda name=pool.name: kube.get_pool(namespace, name))
             parents = kube.pool_api.parents(obj or {})
             problems += _parent_problems(f"InferencePool ({kube.pool_api.api_version})", namespace, pool.name, obj,
                                          parents, gateway)
