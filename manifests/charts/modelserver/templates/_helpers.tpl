@@ -28,12 +28,12 @@ llm-d.ai/role: decode
 {{- $v := .Values -}}
 {{- $args := list -}}
 {{- if eq $v.engine "vllm" -}}
-{{- $args = list ($v.model.hfId | default $v.model.id) "--port" (toString $v.port) "--served-model-name" (include "modelserver.servedName" .) -}}
+{{- $args = concat (list ($v.model.hfId | default $v.model.id) "--port" (toString $v.port) "--served-model-name" (include "modelserver.servedName" .)) $v.model.extraServedNames -}}
 {{- with $v.maxModelLen }}{{ $args = concat $args (list "--max-model-len" (toString .)) }}{{ end -}}
 {{- with $v.vllm.gpuMemoryUtilization }}{{ $args = concat $args (list "--gpu-memory-utilization" (toString .)) }}{{ end -}}
 {{- $args = concat $args $v.vllm.extraArgs -}}
 {{- else if eq $v.engine "sim" -}}
-{{- $args = list "--model" $v.model.id "--served-model-name" (include "modelserver.servedName" .) "--port" (toString $v.port) -}}
+{{- $args = concat (list "--model" $v.model.id "--served-model-name" (include "modelserver.servedName" .)) $v.model.extraServedNames (list "--port" (toString $v.port)) -}}
 {{- with $v.maxModelLen }}{{ $args = concat $args (list "--max-model-len" (toString .)) }}{{ end -}}
 {{- if $v.sim.forceDummyTokenizer }}{{ $args = append $args "--force-dummy-tokenizer" }}{{ end -}}
 {{- with $v.sim.timeToFirstToken }}{{ $args = concat $args (list "--time-to-first-token" .) }}{{ end -}}
