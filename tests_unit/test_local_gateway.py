@@ -5,7 +5,7 @@ import pytest
 
 from fixtures.local import envoy as ev
 from fixtures.local.gateway import (
-    BBR_ANNOTATION, CONTROLLER_NAME, GATEWAY_CLASS_NAME, POOL_APIS, V1ALPHA2_PLACEHOLDER, AddressBook, Snapshot,
+    ADDRESS_PREFIX, BBR_ANNOTATION, CONTROLLER_NAME, GATEWAY_CLASS_NAME, POOL_APIS, V1ALPHA2_PLACEHOLDER, AddressBook, Snapshot,
     gateway_status, intersect_hostnames, merge_pool_parents, merge_route_parents, plan, stamp,
 )
 
@@ -412,9 +412,9 @@ def test_route_hostnames_get_their_own_virtual_host():
 # ------------------------------------------------------------- addresses
 
 def test_addresses_are_stable_and_remembered(tmp_path):
-    """Each Gateway keeps its 127.77.0.<n> across controller restarts (the file in the run dir)."""
+    """Each Gateway keeps its 127.77.<instance>.<n> across controller restarts (the file in the run dir)."""
     book = AddressBook(tmp_path / "addresses.json")
     a, b = book.address("ns", "a"), book.address("ns", "b")
-    assert (a, b) == ("127.77.0.1", "127.77.0.2")
+    assert (a, b) == (f"{ADDRESS_PREFIX}1", f"{ADDRESS_PREFIX}2")
     again = AddressBook(tmp_path / "addresses.json")
     assert again.known("ns", "b") == b and again.address("ns", "a") == a and again.known("ns", "c") is None

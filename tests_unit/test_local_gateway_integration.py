@@ -24,7 +24,7 @@ from fixtures.local.gateway import ADDRESS_PREFIX, CONTROLLER_NAME, GATEWAY_CLAS
 from fixtures.local.podrunner import PodRunner
 from fixtures.waits import wait_for
 
-pytestmark = [pytest.mark.local, pytest.mark.xdist_group("local-cluster")]
+pytestmark = pytest.mark.local
 
 NS = "gateway-it"
 GW = "it-gateway"

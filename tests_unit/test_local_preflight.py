@@ -50,7 +50,6 @@ def test_unknown_component_is_refused():
 
 
 @pytest.mark.local
-@pytest.mark.xdist_group("local-cluster")
 def test_port_in_use_is_refused(tmp_path):
     """A port the cluster needs that something else holds is named; nothing is started."""
     with socket.socket() as squatter:

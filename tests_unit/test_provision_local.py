@@ -12,7 +12,7 @@ from fixtures.local.pool import LocalPool
 from fixtures.runlock import RunLock, RunLockHeld
 from fixtures.topology import load_topology
 
-pytestmark = [pytest.mark.local, pytest.mark.xdist_group("local-cluster")]
+pytestmark = pytest.mark.local
 
 
 @pytest.fixture(scope="module")

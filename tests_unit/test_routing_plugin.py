@@ -97,7 +97,7 @@ def test_single_pool_deployment_fails_accuracy_with_the_diagnosis(pytester):
                            "--seed-retry-interval", "0")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
-        "*AssertionError: routing accuracy FAIL (stopped early after 10 of 300 requests)*",
+        "*routing accuracy FAIL (stopped early after 10 of 300 requests)*",
         "*diagnosis: model-blind pool: InferencePool gaie-pattern2 selects pods of 2 models*",
         "*first * misrouted requests:*",
         "*seed protocol (up to 10 attempts per request): *50 succeeded*",

@@ -1,0 +1,34 @@
+"""Teardown of the local cluster leaves nothing behind. Its own module: it starts its own cluster, and
+module-scoped clusters of other modules are never alive at the same time in one process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from fixtures.local import netns
+from tests_unit.test_local_cluster import NS, _gpu_pod, _pod_ready, _start
+from fixtures.waits import wait_for
+
+pytestmark = pytest.mark.local
+
+
+def test_teardown_leaves_nothing(tmp_path):
+    """After stop, none of our processes, network namespaces, veths, routes or state files remain."""
+    cluster, runner, core = _start(tmp_path)
+    core.create_namespaced_pod(NS, _gpu_pod("gpu-t"))
+    wait_for(lambda: _pod_ready(core, "gpu-t"), timeout=60)
+    pod_pids = [c.process.pid for pod in runner.pods.values() for c in pod.containers if c.process]
+    cluster_pids = [p.pid for p in cluster._procs.values()]
+    runner.stop()
+    cluster.stop()
+    time.sleep(0.5)
+    alive = [pid for pid in cluster_pids + pod_pids if os.path.exists(f"/proc/{pid}")]
+    assert alive == [], f"processes still alive: {alive}"
+    assert netns.list_namespaces() == [] and netns.list_links() == [], (netns.list_namespaces(), netns.list_links())
+    assert not netns.guard_route_present()
+    assert not cluster.state_dir.exists(), f"{cluster.state_dir} still there"
+    ours = subprocess.run(["pgrep", "-f", str(cluster.state_dir)], capture_output=True, text=True).stdout.split()
+    assert ours == [], f"processes referring to {cluster.state_dir}: {ours}"
