@@ -1,5 +1,9 @@
 """Check 1: GPU node placement. Every model's pods run Ready on GPU nodes of the topology's
-accelerator, reserve their GPUs, and (when the topology says so) models do not share a GPU node."""
+accelerator, reserve their GPUs, and (when the topology says so) models do not share a GPU node.
+
+A model's pods here are the pods carrying its podLabels (which alone identify the model), so a pod
+that lost its pool's selector label is still placed and counted; the InferencePool checks report
+the label."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -26,7 +30,7 @@ INSUFFICIENT_GPU = f"Insufficient {GPU_RESOURCE}"
 
 
 def _model_pods(kube, topology, model):
-    return pods_matching(kube.core, topology.namespace, topology.model_selector(model.id))
+    return pods_matching(kube.core, topology.namespace, model.pod_labels)
 
 
 def _explain_not_ready(kube, namespace, pod) -> str:
@@ -59,7 +63,7 @@ def test_gpu_nodes_are_available(kube, topology):
 
 def test_model_has_expected_replica_count(kube, topology, topology_model, run_config):
     """The model runs exactly `replicas` pods (pods being deleted are not counted)."""
-    selector = label_selector(topology.model_selector(topology_model.id))
+    selector = label_selector(topology_model.pod_labels)
     expected = topology_model.replicas
 
     def check():
@@ -72,7 +76,7 @@ def test_model_has_expected_replica_count(kube, topology, topology_model, run_co
 
 def test_model_pods_are_running_and_ready(kube, topology, topology_model, run_config):
     """Every pod of the model is Running and Ready; a pod Pending for want of GPUs is reported as such."""
-    selector = label_selector(topology.model_selector(topology_model.id))
+    selector = label_selector(topology_model.pod_labels)
 
     def check():
         pods = _model_pods(kube, topology, topology_model)
@@ -87,7 +91,7 @@ def test_model_pods_are_running_and_ready(kube, topology, topology_model, run_co
 def test_model_pods_reserve_their_gpus(kube, topology, topology_model):
     """Every pod of the model has `gpusPerPod` nvidia.com/gpu in its limits, so the scheduler reserves them."""
     pods = _model_pods(kube, topology, topology_model)
-    assert len(pods) > 0, f"model {topology_model.id}: no pod matches {label_selector(topology.model_selector(topology_model.id))}"
+    assert len(pods) > 0, f"model {topology_model.id}: no pod matches {label_selector(topology_model.pod_labels)}"
     wrong = [f"  pod {p.metadata.name}: limits {GPU_RESOURCE} {pod_gpus(p)}" for p in pods
              if pod_gpus(p) != topology_model.gpus_per_pod]
     assert not wrong, (f"model {topology_model.id}: expected {topology_model.gpus_per_pod} {GPU_RESOURCE} per pod "
@@ -97,7 +101,7 @@ def test_model_pods_reserve_their_gpus(kube, topology, topology_model):
 def test_model_pods_run_on_accelerator_nodes(kube, topology, topology_model):
     """Every pod of the model is on a node with the topology's accelerator label and enough allocatable GPUs."""
     pods = _model_pods(kube, topology, topology_model)
-    assert len(pods) > 0, f"model {topology_model.id}: no pod matches {label_selector(topology.model_selector(topology_model.id))}"
+    assert len(pods) > 0, f"model {topology_model.id}: no pod matches {label_selector(topology_model.pod_labels)}"
     expected = f"{topology.accelerator_label}={topology.accelerator_value}"
     problems = []
     for pod in pods:

@@ -1,6 +1,7 @@
 """Check 4: HTTPRoute binding. Each route of the topology exists with the topology's rules, points
 at InferencePools of the API group the cluster serves, is accepted by the Gateway with its
-references resolved, and the Gateway is programmed with an address on the topology's port."""
+references resolved, the Gateway is programmed with an address on the topology's port, and the
+body-based router that sets the header the rules match is ready."""
 from __future__ import annotations
 
 from collections import Counter
@@ -10,11 +11,17 @@ from kubernetes.client import ApiException
 
 from fixtures.kube import (
     POOL_APIS,
-    gateway_must_have_address,
+    condition_mismatch,
+    find_condition,
+    format_condition,
+    generation_of,
+    get_or_none,
     gateway_must_have_condition,
     httproute_must_have_condition,
+    service_must_have_ready_endpoints,
     yaml_excerpt,
 )
+from fixtures.waits import wait_for
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
 
@@ -114,10 +121,24 @@ def test_gateway_is_accepted(kube, topology, run_config):
 
 
 def test_gateway_is_programmed_with_an_address(kube, topology, run_config):
-    """The Gateway has Programmed=True and an address in status.addresses."""
-    gateway_must_have_condition(kube, topology.namespace, topology.gateway_name, "Programmed", "True",
-                                timeout=run_config.condition_timeout)
-    gateway_must_have_address(kube, topology.namespace, topology.gateway_name, timeout=run_config.condition_timeout)
+    """The Gateway has Programmed=True and an address in status.addresses (both reported when missing)."""
+    namespace, name = topology.namespace, topology.gateway_name
+
+    def check():
+        gateway = get_or_none(lambda: kube.get_gateway_object(namespace, "gateways", name))
+        assert gateway is not None, f"Gateway {namespace}/{name} not found"
+        status = gateway.get("status") or {}
+        conditions = status.get("conditions") or []
+        problems = []
+        if not any(a.get("value") for a in status.get("addresses") or []):
+            problems.append("no address in status.addresses")
+        why = condition_mismatch(find_condition(conditions, "Programmed"), "True", None, generation_of(gateway))
+        if why:
+            problems.append(f"expected Programmed=True, {why}")
+        assert not problems, (f"Gateway {namespace}/{name} (class {gateway.get('spec', {}).get('gatewayClassName')}): "
+                              + "; ".join(problems) + "; conditions: "
+                              + ("; ".join(format_condition(c) for c in conditions) or "none"))
+    wait_for(check, run_config.condition_timeout)
 
 
 def test_gateway_listens_on_the_topology_port(kube, topology):
@@ -127,3 +148,12 @@ def test_gateway_listens_on_the_topology_port(kube, topology):
     assert any(listener.get("port") == topology.listener_port for listener in listeners), (
         f"Gateway {topology.namespace}/{topology.gateway_name}: no listener on port {topology.listener_port}\n"
         + yaml_excerpt(deployed, ["spec.listeners"]))
+
+
+def test_body_based_router_has_ready_endpoints(kube, topology, run_config):
+    """The body-based router that sets the header the rules match has a ready endpoint (topologies with bbr)."""
+    if topology.bbr_header is None:
+        pytest.skip(f"topology {topology.name} routes without body-based routing (no bbr)")
+    service_must_have_ready_endpoints(kube, topology.namespace, topology.bbr_service, topology.bbr_port,
+                                      f"body-based router (sets {topology.bbr_header})",
+                                      timeout=run_config.condition_timeout)

@@ -10,8 +10,13 @@ import re
 import pytest
 from kubernetes.client import ApiException
 
-from fixtures.kube import inferencepool_must_have_condition, label_selector, pods_matching, yaml_excerpt
-from fixtures.waits import wait_for
+from fixtures.kube import (
+    inferencepool_must_have_condition,
+    label_selector,
+    pods_matching,
+    service_must_have_ready_endpoints,
+    yaml_excerpt,
+)
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
 
@@ -109,36 +114,8 @@ def test_pool_endpoint_picker_ref_matches_topology(kube, topology, topology_pool
 
 def test_pool_endpoint_picker_service_has_ready_endpoints(kube, topology, topology_pool, run_config):
     """The EPP Service exists, exposes the EPP port, and its EndpointSlices hold a ready endpoint for it."""
-    namespace, name, port = topology.namespace, topology_pool.epp_service, topology_pool.epp_port
-
-    def check():
-        try:
-            service = kube.core.read_namespaced_service(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            present = [s.metadata.name for s in kube.core.list_namespaced_service(namespace).items]
-            raise AssertionError(f"EPP Service {namespace}/{name} does not exist "
-                                 f"(Services in {namespace}: {', '.join(present) or 'none'})") from None
-        port_names = [p.name or "" for p in service.spec.ports or [] if p.port == port]
-        assert port_names, (f"EPP Service {namespace}/{name} has no port {port} "
-                            f"(ports: {[p.port for p in service.spec.ports or []]})")
-        port_name = port_names[0]
-        slices = kube.discovery.list_namespaced_endpoint_slice(
-            namespace, label_selector=f"kubernetes.io/service-name={name}").items
-        ready = []
-        for endpoint_slice in slices:
-            if not any((p.name or "") == port_name for p in endpoint_slice.ports or []):
-                continue
-            # An unset ready condition means "unknown", which consumers treat as ready.
-            ready += [a for e in endpoint_slice.endpoints or []
-                      if e.conditions is None or e.conditions.ready in (True, None) for a in e.addresses]
-        assert ready, (f"EPP Service {namespace}/{name}: no ready endpoint for port {port} in "
-                       f"{len(slices)} EndpointSlice(s)"
-                       + "".join(f"\n  {s.metadata.name}: " + ", ".join(
-                           f"{a} ready={e.conditions.ready if e.conditions else None}"
-                           for e in s.endpoints or [] for a in e.addresses) for s in slices))
-    wait_for(check, run_config.condition_timeout)
+    service_must_have_ready_endpoints(kube, topology.namespace, topology_pool.epp_service, topology_pool.epp_port,
+                                      "EPP", timeout=run_config.condition_timeout)
 
 
 def test_pool_is_accepted_by_the_gateway(kube, topology, topology_pool, run_config):

@@ -53,7 +53,7 @@ def _fmt(ids) -> str:
 def test_backend_pods_serve_only_their_model(kube, topology, topology_model):
     """Every pod of the model lists exactly the model's id on /v1/models, on every target port of its pool."""
     pool = topology.pool(topology_model.pool)
-    selector = topology.model_selector(topology_model.id)
+    selector = topology_model.pod_labels  # the model's pods, also those its pool fails to select
     pods = pods_matching(kube.core, topology.namespace, selector)
     assert len(pods) > 0, f"model {topology_model.id}: no pod matches {label_selector(selector)} in {topology.namespace}"
     wrong = []

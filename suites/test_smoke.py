@@ -5,7 +5,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fixtures.kube import condition_mismatch, find_condition, format_parents, get_or_none, parent_status
+from fixtures.kube import (
+    condition_mismatch,
+    find_condition,
+    format_parents,
+    generation_of,
+    get_or_none,
+    parent_status,
+)
 from fixtures.waits import wait_for
 
 pytestmark = [pytest.mark.smoke, pytest.mark.pattern2, pytest.mark.pattern1]
@@ -21,7 +28,11 @@ def test_model_answers_through_the_gateway(gateway_url, topology_model):
     url = f"{gateway_url}/v1/completions"
     body = {"model": topology_model.id, "prompt": "Say hello.", "max_tokens": 8, "temperature": 0}
     with httpx.Client(timeout=60.0, trust_env=False) as http:
-        response = http.post(url, json=body)
+        try:
+            response = http.post(url, json=body)
+        except httpx.TransportError as exc:
+            pytest.fail(f"POST {url} for model {topology_model.id}: no HTTP answer ({type(exc).__name__}: {exc})",
+                        pytrace=False)
     pod = response.headers.get(POD_HEADER, "(no pod header)")
     status, expected = response.status_code, topology_model.id
     assert status == 200, (f"POST {url} for model {expected}: HTTP {status}, expected 200 (pod {pod}); "
@@ -42,7 +53,8 @@ def _parent_problems(kind, namespace, name, obj, parents, gateway) -> list[str]:
         return [f"{kind} {namespace}/{name}: no status entry for Gateway {gateway} (parents: {format_parents(parents)})"]
     problems = []
     for condition_type in ("Accepted", "ResolvedRefs"):
-        why = condition_mismatch(find_condition(parent.get("conditions"), condition_type), "True", None)
+        why = condition_mismatch(find_condition(parent.get("conditions"), condition_type), "True", None,
+                                 generation_of(obj))
         if why:
             problems.append(f"{kind} {namespace}/{name}: expected {condition_type}=True for Gateway {gateway}, {why}")
     return problems
@@ -60,7 +72,8 @@ def test_status_conditions_are_true(kube, topology, run_config):
         else:
             conditions = (gateway_obj.get("status") or {}).get("conditions")
             for condition_type in ("Accepted", "Programmed"):
-                why = condition_mismatch(find_condition(conditions, condition_type), "True", None)
+                why = condition_mismatch(find_condition(conditions, condition_type), "True", None,
+                                         generation_of(gateway_obj))
                 if why:
                     problems.append(f"Gateway {namespace}/{gateway}: expected {condition_type}=True, {why}")
         for route in topology.routes:
