@@ -73,8 +73,9 @@ def listing(*ids: str) -> tuple[int, str, bytes]:
 
 def run(pytester, gateway, topology: str, *args: str):
     pytester.makepyfile(test_gateway=SUITE_TESTS)
+    # A short warm-up: fakes that never serve correctly would otherwise hold each run for 30 s.
     result = pytester.runpytest_subprocess("--target", "fake", "--topology", topology, "--gateway-url", gateway.url,
-                                           "-p", "no:cacheprovider", *args)
+                                           "--warmup-timeout", "2", "-p", "no:cacheprovider", *args)
     report = pytester.path / "reports" / f"{topology}-fake-report.yaml"
     properties = yaml.safe_load(report.read_text())["properties"] if report.exists() else {}
     return result, properties
