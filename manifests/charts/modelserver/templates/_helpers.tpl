@@ -18,7 +18,11 @@ llm-d.ai/role: decode
 -}}
 {{- $_ := set $labels .Values.servingLabelKey "true" -}}
 {{- range $key, $value := .Values.podLabels -}}
+{{- if kindIs "invalid" $value -}}
+{{- $_ := unset $labels $key -}}
+{{- else -}}
 {{- $_ := set $labels $key (toString $value) -}}
+{{- end -}}
 {{- end -}}
 {{- toYaml $labels -}}
 {{- end -}}
