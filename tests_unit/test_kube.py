@@ -151,6 +151,17 @@ def test_condition_mismatch_explains():
     assert condition_mismatch({"type": "Accepted", "status": "True", "reason": "Other"}, "True", "Accepted")
 
 
+def test_condition_written_for_an_older_generation_is_stale():
+    """A True condition observed for generation 1 of an object now at generation 2 does not count."""
+    old = {"type": "Programmed", "status": "True", "reason": "Programmed", "observedGeneration": 1}
+    assert condition_mismatch(old, "True", None, generation=2) == (
+        "found Programmed=True reason=Programmed but stale: written for observedGeneration 1, "
+        "the object is at generation 2 (no controller has acted on its current spec)")
+    assert condition_mismatch(old, "True", None, generation=1) is None
+    assert condition_mismatch(old, "True", None) is None  # generation unknown: nothing to compare
+    assert condition_mismatch({"type": "Programmed", "status": "True"}, "True", None, generation=5) is None
+
+
 def test_parent_status_matches_the_gateway_with_defaults():
     """A parentRef without group/kind/namespace means a Gateway in the object's namespace."""
     mine = {"parentRef": {"name": GATEWAY}}

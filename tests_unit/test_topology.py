@@ -189,6 +189,19 @@ def test_model_rule_without_bbr_header():
                                   f"copies it into; add bbr:")
 
 
+def test_bbr_service_defaults_to_the_gie_chart_and_can_be_named():
+    """Without service/port the body-based router is the GIE chart's body-based-router:9004."""
+    t = load_topology("pattern2")
+    assert (t.bbr_service, t.bbr_port) == ("body-based-router", 9004)
+    assert (load_topology("pattern2-single-pool").bbr_service, load_topology("pattern2-single-pool").bbr_port) == (None, None)
+    data = base()
+    data["bbr"] |= {"service": "my-bbr", "port": 9100}
+    named = parse_topology(yaml.safe_dump(data), REPO / SHOWN)
+    assert (named.bbr_service, named.bbr_port) == ("my-bbr", 9100)
+    data["bbr"]["port"] = 70000
+    assert only_problem(data) == f"{SHOWN}: bbr.port: must be in [1, 65535], found 70000"
+
+
 @pytest.mark.parametrize("section,key,value", [("pools", "name", "gaie-gemma"), ("models", "id", "google/gemma-2b-it")])
 def test_duplicate_names(section, key, value):
     """Two pools (or models) with one name are refused, pointing at the first."""
