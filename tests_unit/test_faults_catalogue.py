@@ -311,7 +311,7 @@ def test_judge_detects_a_failure_with_every_word(run):
     result = judge(fault, run)
     result.restored = True
     assert result.passed, result.explain()
-    assert result.detections[0].excerpt.startswith("model microsoft/Phi-3-mini-4k-instruct: 1 of 1 pod(s)")
+    assert result.detections[0].excerpt == "pod ms-phi-x (phase Pending): FailedScheduling: 0/4 nodes are available"
     assert result.other_failures == ["suites/test_smoke.py::test_status_conditions_are_true"]
 
 
