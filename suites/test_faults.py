@@ -25,13 +25,19 @@ RESTORE_BUDGET = 600
 
 
 @pytest.fixture(scope="session")
-def fault_bench(target, kube, topology, run_config, pytestconfig) -> FaultBench:
+def local_pattern2_only(run_config, topology) -> None:
+    """Refuse before any target is set up: the catalogue breaks deployments, so only a local one of its topology."""
     if run_config.target != "local":
         pytest.skip(f"the fault catalogue breaks the deployment on purpose: it runs on --target local only, "
                     f"not {run_config.target}")
     if topology.name != CATALOGUE.healthy:
         pytest.fail(f"the fault catalogue starts from topology {CATALOGUE.healthy}; run it with "
                     f"--topology {CATALOGUE.healthy} (got {topology.name})", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def fault_bench(local_pattern2_only, target, kube, topology, run_config, pytestconfig) -> FaultBench:
+    # local_pattern2_only comes first: pytest sets fixtures up in argument order.
     bench = FaultBench(CATALOGUE, topology, kube.api_client, target.cluster,
                        BenchConfig(kubeconfig=target.kubeconfig, report_dir=run_config.report_dir),
                        log=progress_writer(pytestconfig))
