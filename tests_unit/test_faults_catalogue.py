@@ -19,6 +19,7 @@ from fixtures.faults import (
     CATALOGUE,
     Case,
     CatalogueError,
+    FaultResult,
     SuiteRun,
     assertion_text,
     excerpt,
@@ -358,6 +359,10 @@ def test_table_and_reports_show_fault_check_verdict_and_excerpt(run, tmp_path):
     assert first.split()[:3] == ["epp-gone", "test_gpu_placement.py::test_model_pods_are_running_and_ready", "yes"]
     assert second.split()[:3] == ["epp-gone", "test_gpu_placement.py::test_gpu_nodes_are_available", "NO"]
     assert second.endswith("no such test case in the run")
+    broken = FaultResult(good.fault, problems=["applying the fault failed: helmfile sync failed"])
+    row = format_table([broken]).splitlines()[1]
+    assert row.split()[1:4] == ["(not", "judged)", "NO"]
+    assert row.endswith("applying the fault failed: helmfile sync failed")
     assert markdown_table([good]).splitlines()[2].startswith("| epp-gone | test_gpu_placement.py::")
     markdown, details = write_reports([good, bad], tmp_path, 42.0)
     assert "1 of 2 faults failed by their expected checks, in 42s" in markdown.read_text()
