@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from fixtures.faults import excerpt, run_suite
-from fixtures.local.target import LocalTarget
-from fixtures.topology import TopologyError, load_topology
+from llmd_conformance.faults import excerpt, run_suite
+from llmd_conformance.local.target import LocalTarget
+from llmd_conformance.topology import TopologyError, load_topology
 
 RUN_TIMEOUT = 900  # seconds; a healthy pattern2 run takes about 10
 

@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fixtures.local.cluster import LocalCluster  # noqa: E402
+from llmd_conformance.local.cluster import LocalCluster  # noqa: E402
 
 
 def cold_build() -> None:
     with tempfile.TemporaryDirectory() as bins, tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, LLMD_BIN_DIR=bins, GOCACHE=cache)
         print("cold build (empty GOCACHE; modules from the module cache):", flush=True)
-        subprocess.run([sys.executable, "-m", "fixtures.local.build"], env=env, check=True,
+        subprocess.run([sys.executable, "-m", "llmd_conformance.build"], env=env, check=True,
                        cwd=Path(__file__).resolve().parents[1])
 
 

@@ -17,10 +17,10 @@ from tempfile import TemporaryDirectory
 from kubernetes import client
 
 from benchmarks.routing_driver import wrk_rate
-from fixtures.kube import pods_matching
-from fixtures.local.stack import gateway_url
-from fixtures.local.target import LocalTarget
-from fixtures.topology import load_topology
+from llmd_conformance.kube import pods_matching
+from llmd_conformance.local.stack import gateway_url
+from llmd_conformance.local.target import LocalTarget
+from llmd_conformance.topology import load_topology
 
 
 def route_programmed(target: LocalTarget) -> bool:

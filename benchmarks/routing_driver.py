@@ -21,8 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from fixtures.mixes import COMPLETIONS, RequestSpec
-from fixtures.traffic import TrafficDriver
+from llmd_conformance.mixes import COMPLETIONS, RequestSpec
+from llmd_conformance.traffic import TrafficDriver
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

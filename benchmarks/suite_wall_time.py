@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from fixtures.local.target import LocalTarget
-from fixtures.topology import load_topology
+from llmd_conformance.local.target import LocalTarget
+from llmd_conformance.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[1]
 

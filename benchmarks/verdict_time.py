@@ -15,9 +15,9 @@ import random
 import statistics
 import sys
 
-from fixtures.mixes import draw_mix
-from fixtures.traffic import TrafficDriver
-from fixtures.verdict import METHODS, WILSON, Criteria, RoutingRun, SequentialTest, batch_size_for, measure_routing
+from llmd_conformance.mixes import draw_mix
+from llmd_conformance.traffic import TrafficDriver
+from llmd_conformance.verdict import METHODS, WILSON, Criteria, RoutingRun, SequentialTest, batch_size_for, measure_routing
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -19,5 +19,5 @@ command -v go >/dev/null || { echo "bootstrap: Go >= 1.26.6 is required (helmfil
 
 echo "bootstrap: pip install -e '.[lint]'"
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[lint]'
-python3 -m fixtures.local.build
-python3 -m fixtures.local.charts >/dev/null
+python3 -m llmd_conformance.build
+python3 -m llmd_conformance.charts >/dev/null

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.faults import BenchConfig, FaultBench, FaultTablePlugin, load_catalogue
-from fixtures.targets import progress_writer
+from llmd_conformance.faults import BenchConfig, FaultBench, FaultTablePlugin, load_catalogue
+from llmd_conformance.targets import progress_writer
 
 pytestmark = [pytest.mark.faults]
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pytest
 
-from fixtures.kube import (
+from llmd_conformance.kube import (
     GPU_RESOURCE,
     describe_pod,
     events_for,
@@ -22,7 +22,7 @@ from fixtures.kube import (
     pod_ready,
     pods_matching,
 )
-from fixtures.waits import wait_for
+from llmd_conformance.waits import wait_for
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from kubernetes.client import ApiException
 
-from fixtures.kube import (
+from llmd_conformance.kube import (
     POOL_APIS,
     condition_mismatch,
     find_condition,
@@ -21,7 +21,7 @@ from fixtures.kube import (
     service_must_have_ready_endpoints,
     yaml_excerpt,
 )
-from fixtures.waits import wait_for
+from llmd_conformance.waits import wait_for
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
 

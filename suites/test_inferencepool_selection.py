@@ -10,7 +10,7 @@ import re
 import pytest
 from kubernetes.client import ApiException
 
-from fixtures.kube import (
+from llmd_conformance.kube import (
     inferencepool_must_have_condition,
     label_selector,
     pods_matching,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from fixtures.kube import label_selector, pod_proxy_get, pods_matching
+from llmd_conformance.kube import label_selector, pod_proxy_get, pods_matching
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
 

@@ -1,8 +1,8 @@
 """Check 5: every request reaches a backend that serves the model its `model` field names, on the
 first attempt, with a confidence bound that meets the topology's threshold.
 
-Requests go out concurrently, never retried; hypothesis generates the mix (see fixtures/mixes.py);
-the sequential test fails a badly broken deployment within tens of requests (fixtures/verdict.py).
+Requests go out concurrently, never retried; hypothesis generates the mix (see llmd_conformance/mixes.py);
+the sequential test fails a badly broken deployment within tens of requests (llmd_conformance/verdict.py).
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import random
 
 import pytest
 
-from fixtures.mixes import CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix
+from llmd_conformance.mixes import CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix
 from fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps
-from fixtures.traffic import Outcome, TrafficDriver
-from fixtures.verdict import (Criteria, SequentialTest, diagnose, explain, format_run, measure_routing,
+from llmd_conformance.traffic import Outcome, TrafficDriver
+from llmd_conformance.verdict import (Criteria, SequentialTest, diagnose, explain, format_run, measure_routing,
                               routing_summary)
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fixtures.kube import (
+from llmd_conformance.kube import (
     condition_mismatch,
     find_condition,
     format_parents,
@@ -13,7 +13,7 @@ from fixtures.kube import (
     get_or_none,
     parent_status,
 )
-from fixtures.waits import wait_for
+from llmd_conformance.waits import wait_for
 
 pytestmark = [pytest.mark.smoke, pytest.mark.pattern2, pytest.mark.pattern1]
 

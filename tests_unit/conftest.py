@@ -21,7 +21,7 @@ FAKE_TARGET_CONFTEST = '''
 import os
 from pathlib import Path
 
-from fixtures.targets import register_target
+from llmd_conformance.targets import register_target
 
 pytest_plugins = ["fixtures.plugin"]
 EVENTS = Path(__file__).parent / "events.log"

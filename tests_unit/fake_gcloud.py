@@ -462,8 +462,8 @@ class FakeCloud:
 
     def provisioner(self, policy: str = "restore", *, progress=print, holder: str = "run-1",
                     hf_token=None, wait_timeout_s: float = 5.0, lock: bool = True):
-        from fixtures import gke
-        from fixtures.runlock import RunLock
+        from llmd_conformance import gke
+        from llmd_conformance.runlock import RunLock
 
         s = self.state.read()
         runner = gke.CommandRunner(progress=progress)
@@ -481,7 +481,7 @@ class FakeCloud:
 
 def drive(root: str, topology_name: str, policy: str) -> None:
     """Run one provisioning in this process as a test run would: setup, then teardown (subprocess tests)."""
-    from fixtures.topology import load_topology
+    from llmd_conformance.topology import load_topology
 
     cloud = FakeCloud(Path(root), load_topology(topology_name), fresh=False)
     provisioner = cloud.provisioner(policy, progress=lambda line: print(line, flush=True), wait_timeout_s=600)

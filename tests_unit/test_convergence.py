@@ -6,7 +6,7 @@ import json
 import threading
 from contextlib import contextmanager
 
-from fixtures.convergence import await_serving
+from llmd_conformance.convergence import await_serving
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures.local import envoy as ev
+from llmd_conformance.local import envoy as ev
 
 EPP = ev.GrpcService("epp/llm-d/gaie-gemma-epp/9002", (ev.Endpoint("10.244.1.5", 9002),))
 BBR = ev.GrpcService("bbr/llm-d/body-based-router/9004", (ev.Endpoint("10.244.1.7", 9004),))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures.faults import (
+from llmd_conformance.faults import (
     CATALOGUE,
     Case,
     CatalogueError,

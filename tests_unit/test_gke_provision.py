@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from fake_gcloud import FakeCloud
-from fixtures import gke
-from fixtures.runlock import RunLockHeld
-from fixtures.topology import load_topology
+from llmd_conformance import gke
+from llmd_conformance.runlock import RunLockHeld
+from llmd_conformance.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_" + "Q" * 34  # Hugging Face token shape, planted to prove it never leaks
@@ -246,7 +246,7 @@ def test_helmfile_missing_is_refused_before_anything_changes(cloud, lines):
     (cloud.root / "bin" / "helmfile").unlink()
     os.environ["PATH"] = f"{cloud.root / 'bin'}{os.pathsep}/usr/bin:/bin"
     with pytest.raises(gke.GkeError, match=r"helmfile is not installed: install helmfile v1.1 .*"
-                                           r"`python -m fixtures.local.build --only helm helmfile`"):
+                                           r"`python -m llmd_conformance.build --only helm helmfile`"):
         provisioner(cloud, lines).setup()
     assert cloud.commands() == PREFLIGHT
     assert_untouched_at_start(cloud)

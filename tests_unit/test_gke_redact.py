@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fake_gcloud import install, read_log
-from fixtures import gke, redact
+from llmd_conformance import gke, redact
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_" + "Q" * 34

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fake_gcloud import FakeCoordination, State
-from fixtures.runlock import UNDO_ANNOTATION, RunLock, RunLockError, RunLockHeld
+from llmd_conformance.runlock import UNDO_ANNOTATION, RunLock, RunLockError, RunLockHeld
 
 START = datetime(2025, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
 
@@ -170,7 +170,7 @@ def test_undo_annotation_that_is_not_json_is_a_clear_error(api, clock):
 
 
 def test_default_holder_names_the_github_run(monkeypatch):
-    from fixtures.runlock import default_holder
+    from llmd_conformance.runlock import default_holder
 
     monkeypatch.setenv("GITHUB_RUN_ID", "42")
     monkeypatch.setenv("GITHUB_REPOSITORY", "org/suite")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from fake_gcloud import default_state, install, read_log
-from fixtures import gke
-from fixtures.targets import TargetOptions
-from fixtures.topology import load_topology
+from llmd_conformance import gke
+from llmd_conformance.targets import TargetOptions
+from llmd_conformance.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS_CONFTEST = 'pytest_plugins = ["fixtures.plugin", "fixtures.gke_plugin"]\n'
@@ -100,13 +100,13 @@ def test_plan_follows_the_order_of_the_real_run():
 
 
 def test_rescue_command_checks_gcloud_before_touching_anything(tmp_path, monkeypatch):
-    """`python -m fixtures.gke teardown` (the CI clean-up step) refuses bad credentials with the fix."""
+    """`python -m llmd_conformance.gke teardown` (the CI clean-up step) refuses bad credentials with the fix."""
     env = install(tmp_path / "bin", tmp_path / "state.json", tmp_path / "calls.jsonl")
     state = default_state(load_topology("pattern2"))
     state["authenticated"] = False
     (tmp_path / "state.json").write_text(json.dumps(state))
     result = subprocess.run(
-        [sys.executable, "-m", "fixtures.gke", "teardown", *CLUSTER], cwd=REPO, capture_output=True, text=True,
+        [sys.executable, "-m", "llmd_conformance.gke", "teardown", *CLUSTER], cwd=REPO, capture_output=True, text=True,
         env={**os.environ, **env, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 2, result.stderr

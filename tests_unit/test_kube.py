@@ -1,4 +1,4 @@
-"""fixtures.kube against a fake API server on loopback (discovery, pod proxy, versions, auth) and
+"""llmd_conformance.kube against a fake API server on loopback (discovery, pod proxy, versions, auth) and
 against fake clients (pods, conditions, the ..._must_have_... helpers)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from fixtures.kube import (
+from llmd_conformance.kube import (
     POOL_APIS,
     KubeError,
     condition_mismatch,
@@ -216,7 +216,7 @@ def test_gpu_counts_and_pod_description():
 
 
 class FakeKube:
-    """Just enough of fixtures.kube.Kube: objects served from lists of successive states."""
+    """Just enough of llmd_conformance.kube.Kube: objects served from lists of successive states."""
 
     pool_api = V1
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from fixtures.kube import pod_proxy_get
-from fixtures.local.cluster import GPU_POOL, NODE_POOL_LABEL, LocalCluster
-from fixtures.local.podrunner import PodRunner
-from fixtures.waits import wait_for
+from llmd_conformance.kube import pod_proxy_get
+from llmd_conformance.local.cluster import GPU_POOL, NODE_POOL_LABEL, LocalCluster
+from llmd_conformance.local.podrunner import PodRunner
+from llmd_conformance.waits import wait_for
 
 pytestmark = pytest.mark.local
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.local import envoy as ev
-from fixtures.local.gateway import (
+from llmd_conformance.local import envoy as ev
+from llmd_conformance.local.gateway import (
     ADDRESS_PREFIX, BBR_ANNOTATION, CONTROLLER_NAME, GATEWAY_CLASS_NAME, POOL_APIS, V1ALPHA2_PLACEHOLDER, AddressBook, Snapshot,
     gateway_status, intersect_hostnames, merge_pool_parents, merge_route_parents, plan, stamp,
 )

@@ -17,12 +17,12 @@ import httpx
 import pytest
 from kubernetes import client
 
-from fixtures.local.build import binary
-from fixtures.local.charts import prepare_charts
-from fixtures.local.cluster import LocalCluster
-from fixtures.local.gateway import ADDRESS_PREFIX, CONTROLLER_NAME, GATEWAY_CLASS_NAME, GatewayController
-from fixtures.local.podrunner import PodRunner
-from fixtures.waits import wait_for
+from llmd_conformance.build import binary
+from llmd_conformance.charts import prepare_charts
+from llmd_conformance.local.cluster import LocalCluster
+from llmd_conformance.local.gateway import ADDRESS_PREFIX, CONTROLLER_NAME, GATEWAY_CLASS_NAME, GatewayController
+from llmd_conformance.local.podrunner import PodRunner
+from llmd_conformance.waits import wait_for
 
 pytestmark = pytest.mark.local
 

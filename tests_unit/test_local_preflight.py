@@ -6,8 +6,9 @@ import stat
 
 import pytest
 
-from fixtures.local import build, cluster as local_cluster
-from fixtures.local.cluster import ClusterError, LocalCluster
+from llmd_conformance import build
+from llmd_conformance.local import cluster as local_cluster
+from llmd_conformance.local.cluster import ClusterError, LocalCluster
 
 
 def test_not_root_is_refused(monkeypatch):
@@ -20,7 +21,7 @@ def test_not_root_is_refused(monkeypatch):
 def test_missing_binary_names_the_build_command(monkeypatch, tmp_path):
     """A binary that was never built is named with the command that builds it."""
     monkeypatch.setenv("LLMD_BIN_DIR", str(tmp_path))
-    with pytest.raises(build.BuildError, match=r"binary 'etcd' is missing .* run 'python -m fixtures.local.build'"):
+    with pytest.raises(build.BuildError, match=r"binary 'etcd' is missing .* run 'python -m llmd_conformance.build'"):
         LocalCluster().preflight()
 
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from fixtures.local import netns
+from llmd_conformance.local import netns
 from tests_unit.test_local_cluster import NS, _gpu_pod, _pod_ready, _start
-from fixtures.waits import wait_for
+from llmd_conformance.waits import wait_for
 
 pytestmark = pytest.mark.local
 

@@ -2,7 +2,7 @@
 
 Renders with `helmfile -e ENV template` (the command `sync` runs before applying) and compares the
 objects with manifests/topologies/<name>.yaml. Needs the helm and helmfile binaries
-(`python -m fixtures.local.build --only helm helmfile`) and Go for the GIE charts.
+(`python -m llmd_conformance.build --only helm helmfile`) and Go for the GIE charts.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures.local import charts
-from fixtures.local.build import binary
-from fixtures.topology import Topology, known_topologies, load_topology
+from llmd_conformance import charts
+from llmd_conformance.build import binary
+from llmd_conformance.topology import Topology, known_topologies, load_topology
 
 REPO = Path(__file__).resolve().parents[1]
 HELMFILE = REPO / "manifests" / "helmfile.yaml.gotmpl"
@@ -444,8 +444,8 @@ def test_missing_gie_charts_are_refused_with_the_prepare_command(tools):
     """Without LLMD_GIE_CHARTS the error says how to prepare the charts."""
     result = tools.helmfile_run("local", "list", TOPOLOGY="pattern1", LLMD_GIE_CHARTS=None)
     message = result.stderr + result.stdout
-    assert result.returncode != 0 and "python -m fixtures.local.charts" in message, \
-        f"rc={result.returncode}, expected a failure naming python -m fixtures.local.charts:\n{message[-2000:]}"
+    assert result.returncode != 0 and "python -m llmd_conformance.charts" in message, \
+        f"rc={result.returncode}, expected a failure naming python -m llmd_conformance.charts:\n{message[-2000:]}"
 
 
 def test_release_name_postfix_must_name_the_topology_gateway(tools):
@@ -473,7 +473,7 @@ def test_prepare_charts_without_helm_names_the_build_command(monkeypatch, tmp_pa
     """With no helm binary built, the error gives the build command."""
     monkeypatch.setenv("LLMD_BIN_DIR", str(tmp_path / "bin"))
     monkeypatch.setenv("LLMD_CHARTS_DIR", str(tmp_path / "charts"))
-    with pytest.raises(charts.ChartsError, match="python -m fixtures.local.build"):
+    with pytest.raises(charts.ChartsError, match="python -m llmd_conformance.build"):
         charts.prepare_charts()
 
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fixtures.mixes import (CHAT_COMPLETIONS, COMPLETIONS, MAX_PROMPT_CHARS, MAX_TOKENS, PROMPT_TOKEN_BUDGET,
+from llmd_conformance.mixes import (CHAT_COMPLETIONS, COMPLETIONS, MAX_PROMPT_CHARS, MAX_TOKENS, PROMPT_TOKEN_BUDGET,
                             RequestSpec, apportion, draw_mix, estimated_tokens, prompts, topology_mix,
                             unknown_model_names)
-from fixtures.topology import load_topology
+from llmd_conformance.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[1]
 SERVED = ("google/gemma-2b-it", "microsoft/Phi-3-mini-4k-instruct")
@@ -119,7 +119,7 @@ def _profile_in_subprocess(env_ci: str | None) -> str:
                                                             "GITLAB_CI", "HEROKU_TEST_RUN_ID", "TEAMCITY_VERSION")}
     if env_ci is not None:
         env["CI"] = env_ci
-    code = ("import fixtures.mixes; from hypothesis import settings; s = settings.default; "
+    code = ("import llmd_conformance.mixes; from hypothesis import settings; s = settings.default; "
             "print(settings.get_current_profile_name(), s.max_examples, s.derandomize, s.database, s.deadline)")
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           check=True).stdout.strip()

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from fixtures import targets
-from fixtures.targets import (
+from llmd_conformance import targets
+from llmd_conformance.targets import (
     AttachedTarget,
     ClusterTarget,
     TargetError,
@@ -20,7 +20,7 @@ from fixtures.targets import (
     register_target,
     resolve_factory,
 )
-from fixtures.topology import load_topology
+from llmd_conformance.topology import load_topology
 from tests_unit.conftest import resources
 
 TOPOLOGY = load_topology("pattern2")
@@ -67,8 +67,8 @@ def test_unknown_target_lists_the_known_ones(registry, tmp_path):
 
 
 def test_local_target_is_registered_by_reference(registry):
-    """The core refers to fixtures.local by name and does not import it until chosen."""
-    assert registry["local"] == "fixtures.local.target:LocalTarget.from_config"
+    """The core refers to llmd_conformance.local by name and does not import it until chosen."""
+    assert registry["local"] == "llmd_conformance.local.target:LocalTarget.from_config"
     assert registry["cluster"] is ClusterTarget
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from fixtures.gke import CommandRunner, HelmfileRunner, KubeApis, Provisioner, TeardownPolicy
-from fixtures.local import build
-from fixtures.local.cluster import LocalCluster
-from fixtures.local.podrunner import PodRunner
-from fixtures.local.pool import LocalPool
-from fixtures.runlock import RunLock, RunLockHeld
-from fixtures.topology import load_topology
+from llmd_conformance.gke import CommandRunner, HelmfileRunner, KubeApis, Provisioner, TeardownPolicy
+from llmd_conformance import build
+from llmd_conformance.local.cluster import LocalCluster
+from llmd_conformance.local.podrunner import PodRunner
+from llmd_conformance.local.pool import LocalPool
+from llmd_conformance.runlock import RunLock, RunLockHeld
+from llmd_conformance.topology import load_topology
 
 pytestmark = pytest.mark.local
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from fixtures.report import ROUTING_PROPERTY, ConformanceReport, Recorder, RunInfo, summary_lines, table
+from llmd_conformance.report import ROUTING_PROPERTY, ConformanceReport, Recorder, RunInfo, summary_lines, table
 from tests_unit.conftest import dedent
 
 RUN = RunInfo(target="local", target_description="local cluster", topology="pattern2",

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from benchmarks import routing_driver, verdict_time
-from fixtures.topology import load_topology
+from llmd_conformance.topology import load_topology
 from tests_unit.test_routing_fakes import FakeGateway, blind, by_model, topology_pods
 
 GEMMA = "google/gemma-2b-it"

@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from fixtures.mixes import topology_mix
-from fixtures.topology import Topology, load_topology
-from fixtures.traffic import Outcome, TrafficDriver
-from fixtures.verdict import (Criteria, RoutingRun, SequentialTest, diagnose, explain, format_run,
+from llmd_conformance.mixes import topology_mix
+from llmd_conformance.topology import Topology, load_topology
+from llmd_conformance.traffic import Outcome, TrafficDriver
+from llmd_conformance.verdict import (Criteria, RoutingRun, SequentialTest, diagnose, explain, format_run,
                               measure_routing, routing_summary)
 from tests_unit.test_routing_fakes import (FakeCoreApi, FakeGateway, blind, by_model, catch_all, misrouting,
                                            topology_pods)

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from fixtures.topology import Topology, load_topology
+from llmd_conformance.topology import Topology, load_topology
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.topology import load_topology
+from llmd_conformance.topology import load_topology
 from tests_unit.test_routing_fakes import FakeGateway, blind, by_model, catch_all, topology_pods
 
 pytest_plugins = ["pytester"]
@@ -23,7 +23,7 @@ SUITE = REPO / "suites" / "test_routing_accuracy.py"
 FAKE_FIXTURES = '''
 import json, types
 import pytest
-from fixtures.topology import load_topology
+from llmd_conformance.topology import load_topology
 from tests_unit.test_routing_fakes import FakeCoreApi, topology_pods
 
 pytest_plugins = ["fixtures.routing_plugin"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures.topology import REPO, TopologyError, known_topologies, load_topology, parse_topology
+from llmd_conformance.topology import REPO, TopologyError, known_topologies, load_topology, parse_topology
 
 PATTERN2 = REPO / "manifests" / "topologies" / "pattern2.yaml"
 SHOWN = "manifests/topologies/x.yaml"

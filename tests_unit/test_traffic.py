@@ -10,9 +10,9 @@ import threading
 import httpx
 import pytest
 
-from fixtures.mixes import CHAT_COMPLETIONS, COMPLETIONS, RequestSpec
-from fixtures.topology import load_topology
-from fixtures.traffic import (NO_POD, UNKNOWN_ROW, Outcome, TrafficDriver, drive_in_batches, format_matrix,
+from llmd_conformance.mixes import CHAT_COMPLETIONS, COMPLETIONS, RequestSpec
+from llmd_conformance.topology import load_topology
+from llmd_conformance.traffic import (NO_POD, UNKNOWN_ROW, Outcome, TrafficDriver, drive_in_batches, format_matrix,
                               format_model_table, percentile, replay_seed_protocol, run_seed_protocol, slices)
 from tests_unit.test_routing_fakes import (FakeGateway, blind, by_model, not_found_body, sse_body,
                                            topology_pods)

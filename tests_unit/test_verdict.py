@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fixtures.mixes import COMPLETIONS, RequestSpec
-from fixtures.topology import load_topology
-from fixtures.traffic import Outcome, RequestResult, slices
-from fixtures.verdict import (CLOPPER_PEARSON, WILSON, Criteria, SequentialTest, Tally, binomial_tail,
+from llmd_conformance.mixes import COMPLETIONS, RequestSpec
+from llmd_conformance.topology import load_topology
+from llmd_conformance.traffic import Outcome, RequestResult, slices
+from llmd_conformance.verdict import (CLOPPER_PEARSON, WILSON, Criteria, SequentialTest, Tally, binomial_tail,
                               clopper_pearson_lower, clopper_pearson_upper, diagnose, explain,
                               lower_bound, seed_protocol_pass_probability, upper_bound, wilson_lower,
                               wilson_upper)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.waits import wait_for
+from llmd_conformance.waits import wait_for
 
 
 class FakeClock:

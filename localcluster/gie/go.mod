@@ -1,4 +1,4 @@
-// Pins sigs.k8s.io/gateway-api-inference-extension v1.5.0 for fixtures/local/build.py.
+// Pins sigs.k8s.io/gateway-api-inference-extension v1.5.0 for llmd_conformance/build.py.
 module llmd-conformance/localcluster/gie
 
 go 1.25.0

@@ -1,4 +1,4 @@
-// Pins helm.sh/helm/v3 v3.19.0 for fixtures/local/build.py.
+// Pins helm.sh/helm/v3 v3.19.0 for llmd_conformance/build.py.
 module llmd-conformance/localcluster/helm
 
 go 1.24.0

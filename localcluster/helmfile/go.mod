@@ -1,4 +1,4 @@
-// Pins github.com/helmfile/helmfile v1.8.0 for fixtures/local/build.py.
+// Pins github.com/helmfile/helmfile v1.8.0 for llmd_conformance/build.py.
 module llmd-conformance/localcluster/helmfile
 
 go 1.26.6

@@ -1,4 +1,4 @@
-// Pins sigs.k8s.io/kwok v0.7.0 for fixtures/local/build.py.
+// Pins sigs.k8s.io/kwok v0.7.0 for llmd_conformance/build.py.
 module llmd-conformance/localcluster/kwok
 
 go 1.24.0

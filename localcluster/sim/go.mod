@@ -1,4 +1,4 @@
-// Pins github.com/llm-d/llm-d-inference-sim v0.10.2 for fixtures/local/build.py.
+// Pins github.com/llm-d/llm-d-inference-sim v0.10.2 for llmd_conformance/build.py.
 module llmd-conformance/localcluster/sim
 
 go 1.25.7
