@@ -6,7 +6,10 @@ import json
 import threading
 from contextlib import contextmanager
 
+import pytest
+
 from llmd_conformance.convergence import await_serving
+from llmd_conformance.traffic import MAX_BODY_BYTES
 
 
 @contextmanager
@@ -19,7 +22,7 @@ def gateway(answer):
             model = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["model"]
             seen["n"] += 1
             status, body = answer(model, seen["n"])
-            payload = json.dumps(body).encode()
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -52,3 +55,17 @@ def test_never_settling_gateway_is_reported_not_failed():
         settled = await_serving(url, ["a"], timeout=0.3, interval=0.05)
     assert not settled["converged"] and "404" in settled["not_serving"]["a"], settled
     assert "does not exist" in settled["not_serving"]["a"]
+
+
+@pytest.mark.parametrize(("body", "seen"), [
+    ([{"model": "a"}], "200 JSON an array, not an object: '[{\"model\": \"a\"}]'"),
+    (b"[" * 100_000 + b"]" * 100_000, "200 JSON nested too deeply to read: '[[[["),
+    (b'{"model": "a", "pad": "' + b"x" * MAX_BODY_BYTES + b'"}',
+     "200 answer larger than 1048576 bytes (MAX_BODY_BYTES); first 200 bytes: '{\"model\": \"a\", \"pad\": \"xxx"),
+])
+def test_answers_that_are_not_a_json_object_are_reported_not_raised(body, seen):
+    """A JSON array, JSON nested past the parser's recursion limit or a body over the size cap
+    is what the warm-up reports about the model, with the first bytes; it never raises."""
+    with gateway(lambda model, n: (200, body)) as url:
+        settled = await_serving(url, ["a"], timeout=0)
+    assert not settled["converged"] and settled["not_serving"]["a"].startswith(seen), settled

@@ -2,6 +2,10 @@
 against fake clients (pods, conditions, the ..._must_have_... helpers)."""
 from __future__ import annotations
 
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,9 +13,11 @@ import pytest
 import yaml
 from kubernetes import client
 
+from llmd_conformance import kube as kube_module
 from llmd_conformance.kube import (
     POOL_APIS,
     KubeError,
+    TimedApiClient,
     condition_mismatch,
     connect,
     describe_pod,
@@ -22,6 +28,7 @@ from llmd_conformance.kube import (
     get_json,
     httproute_must_have_condition,
     inferencepool_must_have_condition,
+    namespace_must_exist,
     node_gpus,
     parent_status,
     pod_gpus,
@@ -30,7 +37,7 @@ from llmd_conformance.kube import (
     url_for,
     yaml_excerpt,
 )
-from tests_unit.conftest import resources
+from tests_unit.conftest import FakeApiServer, resources
 
 V1, V1ALPHA2 = POOL_APIS
 GATEWAY = "infra-gw"
@@ -101,22 +108,126 @@ def test_detect_versions_says_unknown_when_unreadable(api_server):
     assert versions["gatewayAPI"] == "unknown" and versions["inferenceExtension"] == "unknown"
 
 
-def test_connect_uses_the_kubeconfig_context(api_server, tmp_path: Path):
-    """connect() builds clients from a kubeconfig context and discovers the pool API through it."""
-    api_server.routes["/apis/inference.networking.k8s.io/v1"] = resources("inferencepools")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
+def write_kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "other",
-        "clusters": [{"name": "c", "cluster": {"server": api_server.url}}],
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
         "users": [{"name": "u", "user": {"token": "ctx-token"}}],
         "contexts": [{"name": "fake", "context": {"cluster": "c", "user": "u"}},
                      {"name": "other", "context": {"cluster": "missing", "user": "u"}}],
     }))
-    kube = connect(kubeconfig, "fake")
+    return path
+
+
+def test_connect_uses_the_kubeconfig_context(api_server, tmp_path: Path):
+    """connect() builds clients from a kubeconfig context and discovers the pool API through it."""
+    api_server.routes["/apis/inference.networking.k8s.io/v1"] = resources("inferencepools")
+    kube = connect(write_kubeconfig(tmp_path / "kubeconfig", api_server.url), "fake")
     assert kube.pool_api is V1
     assert api_server.requests[-1][1].get("authorization") == "Bearer ctx-token"
-    with pytest.raises(KubeError, match="context nope"):
+
+
+def test_context_missing_from_the_kubeconfig_names_the_contexts_and_the_flags(tmp_path: Path):
+    """A --context the kubeconfig lacks: which contexts exist, and which flag to change."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:1")
+    with pytest.raises(KubeError) as excinfo:
         connect(kubeconfig, "nope")
+    assert str(excinfo.value) == (f"context 'nope' is not in kubeconfig {kubeconfig} (contexts: fake, other); pass "
+                                  f"--context with one of them, or --kubeconfig with the file that has it")
+
+
+def test_missing_kubeconfig_names_the_path_and_the_flag(tmp_path: Path, monkeypatch):
+    """A kubeconfig that does not exist, given or from $KUBECONFIG, is named with --kubeconfig."""
+    with pytest.raises(KubeError) as excinfo:
+        connect(tmp_path / "nope", None)
+    assert str(excinfo.value) == (f"kubeconfig {tmp_path}/nope does not exist; pass --kubeconfig with the file of "
+                                  f"the cluster to check")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "gone"))
+    with pytest.raises(KubeError) as excinfo:
+        connect(None, "fake")
+    assert str(excinfo.value) == (f"kubeconfig {tmp_path}/gone (the default kubeconfig) does not exist; pass "
+                                  f"--kubeconfig with the file of the cluster to check")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[1, 2]", "is not a kubeconfig (YAML mapping); pass --kubeconfig with a valid file"),
+    ("a: [", "cannot be read: while parsing"),
+])
+def test_kubeconfig_that_is_not_one(tmp_path: Path, text, message):
+    """A list or broken YAML is named, not an AttributeError."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(text)
+    with pytest.raises(KubeError, match=re.escape(f"kubeconfig {kubeconfig} {message}")):
+        connect(kubeconfig, None)
+
+
+def test_context_pointing_at_a_missing_cluster(tmp_path: Path):
+    """The library's complaint is kept, with the context, the file and what to do."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:1")
+    with pytest.raises(KubeError, match=f"^cannot load context other of kubeconfig {kubeconfig}: .*missing.*; fix it "
+                                        f"there or pass --context with another one$"):
+        connect(kubeconfig, None)
+
+
+class HangingRoutes(dict):
+    """FakeApiServer routes under which the paths in `hang` get no answer until the test ends (at
+    most HANG_LIMIT seconds, so that a client without a timeout fails the test instead of hanging it)."""
+
+    HANG_LIMIT = 8.0
+
+    def __init__(self, routes: dict, hang: set[str], release: threading.Event):
+        super().__init__(routes)
+        self.hang, self.release = hang, release
+
+    def get(self, path, default=None):
+        if path in self.hang:
+            self.release.wait(self.HANG_LIMIT)
+        return super().get(path, default)
+
+
+@pytest.fixture
+def hanging_server(api_server) -> Iterator[Callable[[dict, set[str]], FakeApiServer]]:
+    """The loopback fake API server, answering `routes` and never the paths in `hang`."""
+    release = threading.Event()
+    api_server.server.handle_error = lambda *args: None  # late answers to clients that gave up: broken pipes
+
+    def hang(routes: dict, paths: set[str]) -> FakeApiServer:
+        api_server.routes = HangingRoutes(routes, paths, release)
+        return api_server
+    yield hang
+    release.set()
+
+
+def calls(server: FakeApiServer, path: str) -> int:
+    return sum(1 for seen, _ in server.requests if seen == path)
+
+
+def test_hanging_api_server_fails_a_call_within_the_request_timeout(hanging_server, tmp_path: Path, monkeypatch):
+    """An API server that accepts and never answers: connect()'s discovery call fails after
+    API_REQUEST_TIMEOUT, once (a timed-out call is not retried), naming the server and the call."""
+    monkeypatch.setattr(kube_module, "API_REQUEST_TIMEOUT", 0.5)
+    server = hanging_server({}, {"/apis/inference.networking.k8s.io/v1"})
+    started = time.monotonic()
+    with pytest.raises(KubeError) as excinfo:
+        connect(write_kubeconfig(tmp_path / "kubeconfig", server.url), "fake")
+    assert time.monotonic() - started < 2.0
+    assert str(excinfo.value) == (f"GET /apis/inference.networking.k8s.io/v1: the API server {server.url} did not "
+                                  f"answer within 0.5s (API_REQUEST_TIMEOUT); check that it is up and reachable")
+    assert calls(server, "/apis/inference.networking.k8s.io/v1") == 1
+
+
+def test_generated_api_calls_get_the_default_timeout(hanging_server, tmp_path: Path, monkeypatch):
+    """Typed calls (read_namespace) pass no _request_timeout of their own: they get API_REQUEST_TIMEOUT."""
+    monkeypatch.setattr(kube_module, "API_REQUEST_TIMEOUT", 0.5)
+    server = hanging_server({"/apis/inference.networking.k8s.io/v1": resources("inferencepools")},
+                            {"/api/v1/namespaces/llm-d"})
+    kube = connect(write_kubeconfig(tmp_path / "kubeconfig", server.url), "fake")
+    assert isinstance(kube.api_client, TimedApiClient)
+    started = time.monotonic()
+    with pytest.raises(KubeError, match=f"^GET /api/v1/namespaces/llm-d: the API server {server.url} did not answer "
+                                        f"within 0.5s"):
+        namespace_must_exist(kube.core, NS, "deploy it")
+    assert time.monotonic() - started < 2.0
 
 
 def test_pool_api_reads_both_shapes():

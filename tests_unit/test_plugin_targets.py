@@ -15,11 +15,11 @@ from llmd_conformance.targets import (
     ClusterTarget,
     TargetError,
     TargetSnapshot,
-    check_kubeconfig,
     make_target,
     register_target,
     resolve_factory,
 )
+from llmd_conformance.kube import check_kubeconfig
 from llmd_conformance.topology import load_topology
 from tests_unit.conftest import resources
 
@@ -113,19 +113,35 @@ def test_bad_registrations(registry, name, factory, message):
         register_target(name, factory)
 
 
+def cluster_setup_error(tmp_path, **options) -> str:
+    """The TargetError of the cluster target's setup (offline: --plan)."""
+    target = ClusterTarget(FakeConfig(tmp_path, plan=True, **options), TOPOLOGY)
+    with pytest.raises(TargetError) as excinfo:
+        target.setup()
+    return str(excinfo.value)
+
+
 def test_kubeconfig_checks(tmp_path):
-    """The kubeconfig must exist and hold the context; without --context its current-context is used."""
+    """The kubeconfig must exist and hold the context; without --context its current-context is used.
+    A wrong one says which contexts exist and which flag to fix, before any API call."""
     kubeconfig = write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:1")
     assert check_kubeconfig(kubeconfig, None) == "fake"
     assert check_kubeconfig(kubeconfig, "prod") == "prod"
-    with pytest.raises(TargetError) as excinfo:
-        check_kubeconfig(kubeconfig, "staging")
-    assert str(excinfo.value) == (f"context 'staging' is not in kubeconfig {kubeconfig} (contexts: fake, prod); "
-                                  f"pass --context with one of them")
-    with pytest.raises(TargetError, match=f"kubeconfig {tmp_path}/nope does not exist; pass --kubeconfig"):
-        check_kubeconfig(tmp_path / "nope", None)
-    with pytest.raises(TargetError, match=r"has no current-context; pass --context \(contexts: fake, prod\)"):
-        check_kubeconfig(write_kubeconfig(tmp_path / "kc2", "http://127.0.0.1:1", current=None), None)
+    assert cluster_setup_error(tmp_path, kubeconfig=str(kubeconfig), context="staging") == (
+        f"context 'staging' is not in kubeconfig {kubeconfig} (contexts: fake, prod); pass --context with one of "
+        f"them, or --kubeconfig with the file that has it")
+    assert cluster_setup_error(tmp_path, kubeconfig=str(tmp_path / "nope")) == (
+        f"kubeconfig {tmp_path}/nope does not exist; pass --kubeconfig with the file of the cluster to check")
+    no_current = write_kubeconfig(tmp_path / "kc2", "http://127.0.0.1:1", current=None)
+    assert cluster_setup_error(tmp_path, kubeconfig=str(no_current)) == (
+        f"kubeconfig {no_current} has no current-context; pass --context (contexts: fake, prod)")
+
+
+def test_default_kubeconfig_from_the_environment(tmp_path, monkeypatch):
+    """Without --kubeconfig, the first file of $KUBECONFIG is the one named."""
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path}/first:{tmp_path}/second")
+    assert cluster_setup_error(tmp_path) == (
+        f"kubeconfig {tmp_path}/first does not exist; pass --kubeconfig with the file of the cluster to check")
 
 
 def test_cluster_target_refuses_to_provision(tmp_path):

@@ -128,18 +128,60 @@ def test_wrong_unknown_model_answer_form_is_named(pytester):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--accuracy-threshold", "1.5"], "--accuracy-threshold must be in (0, 1], e.g. 0.98; got 1.5"),
-    (["--accuracy-threshold", "0"], "--accuracy-threshold must be in (0, 1]*got 0.0"),
+    (["--accuracy-threshold", "1.5"], "--accuracy-threshold must be in (0, 1), e.g. 0.98; got 1.5"),
+    (["--accuracy-threshold", "0"], "--accuracy-threshold must be in (0, 1)*got 0.0"),
+    (["--accuracy-threshold", "1.0"], "--accuracy-threshold must be in (0, 1), e.g. 0.98; got 1.0 (a confidence "
+                                      "lower bound stays below 1 however many requests are sent)"),
+    (["--accuracy-threshold", "nan"], "--accuracy-threshold must be in (0, 1), e.g. 0.98; got nan"),
     (["--requests", "0"], "--requests must be >= 1, got 0"),
     (["--concurrency", "0"], "--concurrency must be >= 1, got 0"),
-    (["--request-timeout", "-1"], "--request-timeout must be > 0 seconds, got -1.0"),
-    (["--seed-retry-interval", "-0.5"], "--seed-retry-interval must be >= 0 seconds, got -0.5"),
+    (["--request-timeout", "-1"], "--request-timeout must be a finite number of seconds > 0, got -1.0"),
+    (["--request-timeout", "nan"], "--request-timeout must be a finite number of seconds > 0, got nan"),
+    (["--request-timeout", "inf"], "--request-timeout must be a finite number of seconds > 0, got inf"),
+    (["--seed-retry-interval", "-0.5"], "--seed-retry-interval must be a finite number of seconds >= 0, got -0.5"),
+    (["--seed-retry-interval", "nan"], "--seed-retry-interval must be a finite number of seconds >= 0, got nan"),
 ])
 def test_bad_options_are_usage_errors_saying_what_to_fix(pytester, args, message):
     """Out-of-range options stop the run before any test with pytest's usage error (exit 4)."""
     result = pytester.runpytest("-p", "fixtures.routing_plugin", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+TOPOLOGY_OPTION = """
+def pytest_addoption(parser):
+    parser.getgroup("llm-d conformance").addoption("--topology", default="pattern2")
+"""
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--requests", "5"], "the routing check can never pass with --requests 5 and topology pattern2's "
+                          "accuracyLowerBound 0.98: even 5/5 correct gives a wilson 95% lower bound of 0.5655 < 0.98; "
+                          "at least 189 requests are needed; raise --requests or lower --accuracy-threshold"),
+    (["--requests", "188"], "*even 188/188 correct gives a wilson 95% lower bound of 0.97998 < 0.98; at least 189*"),
+    (["--accuracy-threshold", "0.999"], "the routing check can never pass with topology pattern2's 300 requests and "
+                                        "--accuracy-threshold 0.999: even 300/300 correct gives a wilson 95% lower "
+                                        "bound of 0.9874 < 0.999; at least 3838 requests are needed; *"),
+    (["--topology", "pattern1", "--requests", "100", "--accuracy-threshold", "0.97"],
+     "*with --requests 100 and --accuracy-threshold 0.97: even 100/100*at least 125 requests are needed*"),
+])
+def test_requests_too_few_for_the_threshold_are_refused_before_the_target(pytester, args, message):
+    """Requests that could not reach the threshold even with no misroute are a usage error at
+    configure time, naming the minimum the bound needs (not a failure after the target is up)."""
+    pytester.makeconftest(TOPOLOGY_OPTION)
+    result = pytester.runpytest("-p", "fixtures.routing_plugin", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+@pytest.mark.parametrize("args", [["--requests", "189"], ["--requests", "183", "--accuracy-bound", "clopper-pearson"],
+                                  ["--topology", "no-such-topology", "--requests", "5"]])
+def test_enough_requests_for_the_chosen_bound_pass(pytester, args):
+    """The minimum follows --accuracy-bound (Clopper-Pearson needs 183 for 0.98); a bad topology is
+    left to fixtures/plugin.py to report."""
+    pytester.makeconftest(TOPOLOGY_OPTION)
+    pytester.makepyfile("def test_x():\n    pass\n")
+    pytester.runpytest("-p", "fixtures.routing_plugin", *args).assert_outcomes(passed=1)
 
 
 def test_options_are_listed_in_the_llm_d_conformance_group(pytester):

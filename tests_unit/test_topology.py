@@ -241,15 +241,84 @@ def test_topology_without_models():
     assert f"{SHOWN}: models: the topology has no models (add at least one)" in problems_of(data)
 
 
+BELOW_ONE = " (a confidence lower bound stays below 1 however many requests are sent)"
+
+
 @pytest.mark.parametrize("key,value,interval", [
-    ("accuracyLowerBound", 0, "(0, 1]"), ("accuracyLowerBound", 1.01, "(0, 1]"),
-    ("confidence", 0.0, "(0, 1]"), ("confidence", 2, "(0, 1]"), ("unknownModelShare", 1, "[0, 1)"),
+    ("accuracyLowerBound", 0, "(0, 1)"), ("accuracyLowerBound", 1.01, "(0, 1)"), ("accuracyLowerBound", 1, "(0, 1)"),
+    ("confidence", 0.0, "(0, 1)"), ("confidence", 2, "(0, 1)"), ("confidence", 1, "(0, 1)"),
+    ("unknownModelShare", 1, "[0, 1)"),
 ])
 def test_thresholds_out_of_range(key, value, interval):
-    """Probabilities outside their interval are refused."""
+    """Probabilities outside their interval are refused; a bound or a confidence of 1 can never be shown."""
     data = base()
     data["expectations"]["routing"][key] = value
-    assert only_problem(data) == f"{SHOWN}: expectations.routing.{key}: must be in {interval}, found {value}"
+    why = BELOW_ONE if key == "accuracyLowerBound" else ""
+    assert only_problem(data) == f"{SHOWN}: expectations.routing.{key}: must be in {interval}, found {value}{why}"
+
+
+NOT_FINITE = [float("nan"), float("inf"), float("-inf")]  # YAML .nan, .inf, -.inf
+
+
+@pytest.mark.parametrize("value", NOT_FINITE)
+@pytest.mark.parametrize("key", ["accuracyLowerBound", "confidence", "unknownModelShare"])
+def test_nan_and_infinite_probabilities_are_refused(key, value):
+    """YAML .nan / .inf are floats that range comparisons let through (nan > 1 is false); refused by type."""
+    data = base()
+    data["expectations"]["routing"][key] = value
+    assert ".nan" in yaml.safe_dump(float("nan"))
+    assert only_problem(data) == (f"{SHOWN}: expectations.routing.{key}: expected a finite number, "
+                                  f"found a number ({value})")
+
+
+@pytest.mark.parametrize("value", NOT_FINITE)
+def test_weight_must_be_finite(value):
+    """A weight of NaN or infinity would make the request mix meaningless."""
+    data = base()
+    data["models"][0]["weight"] = value
+    assert only_problem(data) == f"{SHOWN}: models[0].weight: expected a finite number, found a number ({value})"
+
+
+def test_requests_too_few_to_ever_reach_the_bound():
+    """5 requests, all correct, give a Wilson 95% lower bound of 0.5655: the check could never pass.
+    The minimum comes from the bound (n/(n + z^2) >= 0.98 from n = 189) and is named."""
+    data = base()
+    data["expectations"]["routing"]["requests"] = 5
+    assert only_problem(data) == (
+        f"{SHOWN}: expectations.routing.requests: 5 can never reach accuracyLowerBound 0.98: even 5/5 correct "
+        f"gives a wilson 95% lower bound of 0.5655 < 0.98; at least 189 requests are needed; raise requests or "
+        f"lower accuracyLowerBound")
+    data["expectations"]["routing"]["requests"] = 189
+    assert parse_topology(yaml.safe_dump(data), REPO / SHOWN).routing.requests == 189
+
+
+LABEL_RULE = "use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+SUBDOMAIN_RULE = "use at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+
+
+@pytest.mark.parametrize("where,value,message", [
+    (("name",), "../x", f"'../x' is not a DNS-1123 label: {LABEL_RULE}"),
+    (("name",), "a/b", f"'a/b' is not a DNS-1123 label: {LABEL_RULE}"),
+    (("name",), "Pattern2", f"'Pattern2' is not a DNS-1123 label: {LABEL_RULE}"),
+    (("name",), "x" * 64, f"'{'x' * 64}' is not a DNS-1123 label: {LABEL_RULE}"),
+    (("namespace",), "llm_d", f"'llm_d' is not a DNS-1123 label: {LABEL_RULE}"),
+    (("gateway", "name"), "gw/../x", f"'gw/../x' is not a DNS-1123 subdomain: {SUBDOMAIN_RULE}"),
+    (("pools", 0, "name"), "../gaie-gemma", f"'../gaie-gemma' is not a DNS-1123 subdomain: {SUBDOMAIN_RULE}"),
+    (("pools", 0, "epp", "service"), "epp.svc", f"'epp.svc' is not a DNS-1123 label: {LABEL_RULE}"),
+    (("routes", 0, "name"), "-route", f"'-route' is not a DNS-1123 subdomain: {SUBDOMAIN_RULE}"),
+    (("models", 0, "release"), "ms/gemma", "'ms/gemma' is not a DNS-1123 label: use at most 53 lowercase "
+                                           "letters, digits and '-', starting and ending with a letter or digit"),
+])
+def test_names_must_be_dns_1123(where, value, message):
+    """Names become Kubernetes objects and file names (the report is <name>-<target>-report.yaml):
+    '../x' or a '/' is refused with the rule to follow."""
+    data = base()
+    holder = data
+    for key in where[:-1]:
+        holder = holder[key]
+    holder[where[-1]] = value
+    path = ".".join(str(k) if isinstance(k, str) else f"[{k}]" for k in where).replace(".[", "[")
+    assert f"{SHOWN}: {path}: {message}" in problems_of(data)
 
 
 def test_requests_below_one():

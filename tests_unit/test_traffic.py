@@ -12,8 +12,9 @@ import pytest
 
 from llmd_conformance.mixes import CHAT_COMPLETIONS, COMPLETIONS, RequestSpec
 from llmd_conformance.topology import load_topology
-from llmd_conformance.traffic import (NO_POD, UNKNOWN_ROW, Outcome, TrafficDriver, drive_in_batches, format_matrix,
-                              format_model_table, percentile, replay_seed_protocol, run_seed_protocol, slices)
+from llmd_conformance.traffic import (MAX_BODY_BYTES, NO_POD, UNKNOWN_ROW, Outcome, TrafficDriver, drive_in_batches,
+                                      format_matrix, format_model_table, percentile, replay_seed_protocol,
+                                      run_seed_protocol, slices)
 from tests_unit.test_routing_fakes import (FakeGateway, blind, by_model, not_found_body, sse_body,
                                            topology_pods)
 
@@ -125,6 +126,71 @@ def test_broken_event_streams_are_gateway_errors(events, why):
     """Unreadable or empty event streams are gateway errors that say what was wrong."""
     result = send(answer(200, events, **{"content-type": "text/event-stream"}), spec(stream=True))
     assert result.outcome is Outcome.GATEWAY_ERROR and why in result.error_message, result.describe()
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # parses only past Python's recursion limit
+
+
+@pytest.mark.parametrize(("status", "content", "why"), [
+    (200, b'[{"model": "google/gemma-2b-it"}]', "not an object: '[{\"model\": \"google/gemma-2b-it\"}]'"),
+    (404, b"[1, 2]", "JSON an array, not an object: '[1, 2]'"),
+    (200, b'"google/gemma-2b-it"', "JSON a string, not an object"),
+    (200, b"null", "JSON null, not an object: 'null'"),
+    (200, DEEP, f"JSON nested too deeply to read: {'[' * 200!r}"),
+])
+def test_json_that_is_not_an_object_is_a_gateway_error_quoting_the_body(status, content, why):
+    """An array, a bare value or JSON nested past the parser's recursion limit never raises out of
+    the driver: it is a gateway error whose message quotes the first bytes."""
+    result = send(answer(status, content, **JSON), spec())
+    assert (result.outcome, result.status, result.error_type) == (Outcome.GATEWAY_ERROR, status, "UnparsableAnswer")
+    assert why in result.error_message, result.error_message
+
+
+@pytest.mark.parametrize(("events", "why"), [
+    (b"data: [1, 2]\n\n", "event data is JSON an array, not an object: '[1, 2]'"),
+    (b"data: " + DEEP + b"\n\n", "event data is JSON nested too deeply to read"),
+])
+def test_event_data_that_is_not_an_object_is_a_gateway_error(events, why):
+    """The same for each event of a stream."""
+    result = send(answer(200, events, **{"content-type": "text/event-stream"}), spec(stream=True))
+    assert result.outcome is Outcome.GATEWAY_ERROR and why in result.error_message, result.describe()
+
+
+def test_chunk_with_choices_that_are_not_a_list_does_not_crash():
+    """'choices' of another type is ignored for the first-token time; the model still judges routing."""
+    events = f'data: {{"model": "{GEMMA}", "choices": 5}}\n\ndata: [DONE]\n\n'.encode()
+    result = send(answer(200, events, **{"content-type": "text/event-stream"}), spec(stream=True))
+    assert (result.outcome, result.ttft) == (Outcome.OK, None)
+
+
+def oversized_json() -> bytes:
+    return json.dumps({"model": GEMMA, "choices": [{"text": "x" * MAX_BODY_BYTES}]}).encode()
+
+
+@pytest.mark.parametrize(("content", "headers", "stream"), [
+    (oversized_json(), JSON, False),
+    (sse_body(COMPLETIONS, GEMMA) * (MAX_BODY_BYTES // len(sse_body(COMPLETIONS, GEMMA)) + 1),
+     {"content-type": "text/event-stream"}, True),
+    (b"data: " + b"x" * (MAX_BODY_BYTES + 1), {"content-type": "text/event-stream"}, True),
+])
+def test_answer_over_the_size_cap_is_a_gateway_error_saying_so(content, headers, stream):
+    """A body over MAX_BODY_BYTES (1 MiB) is not read further: a gateway error 'AnswerTooLarge'
+    with the status, the pod and the first bytes, whether one JSON document, many stream events
+    or one endless line."""
+    assert MAX_BODY_BYTES == 1 << 20 and len(content) > MAX_BODY_BYTES
+    result = send(answer(200, content, **headers, **{"x-inference-pod": "p1"}), spec(stream=stream))
+    assert (result.outcome, result.status, result.pod, result.error_type) == (
+        Outcome.GATEWAY_ERROR, 200, "p1", "AnswerTooLarge")
+    assert result.error_message == (f"answer larger than 1048576 bytes (MAX_BODY_BYTES); first 200 bytes: "
+                                    f"{content[:200].decode()!r}")
+
+
+def test_answer_just_under_the_cap_is_read():
+    """The cap is on the body's size, not on normal answers."""
+    padding = MAX_BODY_BYTES - len(completion(GEMMA)) - 20
+    body = json.dumps({"model": GEMMA, "choices": [{"text": "x" * padding}]}).encode()
+    assert len(body) <= MAX_BODY_BYTES
+    assert send(answer(200, body, **JSON), spec()).outcome is Outcome.OK
 
 
 def test_stream_request_answered_with_json_404_is_classified_from_the_json():

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import random
+import re
+from statistics import NormalDist
 
 import pytest
 from hypothesis import given
@@ -17,8 +19,8 @@ from llmd_conformance.topology import load_topology
 from llmd_conformance.traffic import Outcome, RequestResult, slices
 from llmd_conformance.verdict import (CLOPPER_PEARSON, WILSON, Criteria, SequentialTest, Tally, binomial_tail,
                               clopper_pearson_lower, clopper_pearson_upper, diagnose, explain,
-                              lower_bound, seed_protocol_pass_probability, upper_bound, wilson_lower,
-                              wilson_upper)
+                              lower_bound, requests_needed, seed_protocol_pass_probability, unreachable,
+                              upper_bound, wilson_lower, wilson_upper)
 
 GEMMA = "google/gemma-2b-it"
 PHI = "microsoft/Phi-3-mini-4k-instruct"
@@ -98,14 +100,34 @@ def test_bad_inputs_raise_and_say_what_to_fix(call, message):
 
 def test_criteria_that_can_never_pass_are_refused_with_the_requests_needed():
     """50 requests cannot show 0.98 at 95% (50/50 -> 0.929): 189 can (Wilson), 183 (Clopper-Pearson)."""
-    with pytest.raises(ValueError, match="50 requests can never pass: even 50/50 correct gives a wilson 95% "
-                                         "lower bound of 0.9287 < threshold 0.98; send at least 189 requests"):
+    with pytest.raises(ValueError, match=re.escape(
+            "50 requests can never pass: even 50/50 correct gives a wilson 95% lower bound of 0.9287 < 0.98; "
+            "at least 189 requests are needed; send more or lower the threshold")):
         Criteria(50, 0, 0.98, 0.95)
-    assert Criteria(189, 0, 0.98, 0.95).requests_needed() == 189
-    assert Criteria(300, 0, 0.98, 0.95, CLOPPER_PEARSON).requests_needed() == 183
+    assert requests_needed(0.98, 0.95) == 189
+    assert requests_needed(0.98, 0.95, CLOPPER_PEARSON) == 183
     assert wilson_lower(188, 188, 0.95) < 0.98 <= wilson_lower(189, 189, 0.95)
-    with pytest.raises(ValueError, match="a threshold of 1 cannot be shown by a confidence bound"):
+
+
+def test_too_few_requests_are_named_with_the_minimum_the_bound_needs():
+    """All-correct Wilson bound n/(n + z^2) (z = 1.96): 5/5 gives 0.5655, so 0.98 needs
+    n >= z^2 * 0.98 / 0.02 = 188.2, i.e. 189 requests; the reason says both."""
+    z = NormalDist().inv_cdf(0.975)
+    assert requests_needed(0.98, 0.95) == math.ceil(z * z * 0.98 / 0.02) == 189
+    assert unreachable(5, 0.98, 0.95) == ("even 5/5 correct gives a wilson 95% lower bound of 0.5655 < 0.98; "
+                                          "at least 189 requests are needed")
+    assert unreachable(189, 0.98, 0.95) is None
+    assert unreachable(300, 0.98, 0.999) == ("even 300/300 correct gives a wilson 99.9% lower bound of 0.9652 < "
+                                             "0.98; at least 531 requests are needed")
+
+
+def test_threshold_of_one_is_refused_before_any_request():
+    """No number of requests makes a lower confidence bound reach 1: the threshold must be below 1."""
+    with pytest.raises(ValueError, match=re.escape(
+            "threshold must be in (0, 1), got 1.0 (a confidence lower bound stays below 1 however many requests "
+            "are sent)")):
         Criteria(300, 0, 1.0, 0.95)
+    assert wilson_lower(10**9, 10**9, 0.95) < 1
 
 
 def test_seed_protocol_masking_figures():
