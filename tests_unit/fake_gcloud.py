@@ -49,7 +49,10 @@ def default_state(topology) -> dict:
         "pods_ready": True,
         "model_pods": {m.release: {**topology.pool(m.pool).selector, **m.pod_labels} for m in topology.models},
         "namespaces": ["default", "kube-system"],
+        "namespace_labels": {},  # name -> labels
         "secrets": {},
+        "secret_labels": {},  # namespace/name -> labels (also helm's release records)
+        "endpoint": "127.0.0.1",  # the cluster's API endpoint (clusters describe)
         "leases": {},
         "resource_version": 1,
     }
@@ -140,6 +143,7 @@ def _positionals(args: list[str], with_values: tuple[str, ...]) -> list[str]:
 
 
 GCLOUD_VALUE_FLAGS = ("--project", "--zone", "--region", "--location", "--cluster", "--node-pool", "--num-nodes", "--format")
+GROUP_URL = "https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}/instanceGroupManagers/gke-{pool}-grp"
 
 
 def gcloud(args: list[str], state: State) -> int:
@@ -163,10 +167,23 @@ def gcloud(args: list[str], state: State) -> int:
         print(json.dumps({
             "name": words[3], "status": pool["status"], "version": pool["version"], "locations": s["zones"],
             "initialNodeCount": 1,
+            "instanceGroupUrls": [GROUP_URL.format(project=s["project"], zone=z, pool=words[3]) for z in s["zones"]],
             "autoscaling": {"enabled": True, "minNodeCount": 0, "maxNodeCount": 3} if pool["autoscaling"] else {},
             "config": {"machineType": pool["machineType"],
                        "accelerators": [{"acceleratorCount": "1", "acceleratorType": s["accelerator"][1]}]},
         }))
+        return 0
+    if words[:4] == ["compute", "instance-groups", "managed", "describe"]:
+        pool = words[4].removeprefix("gke-").removesuffix("-grp")
+        if _flag(args, "--project") != s["project"] or _flag(args, "--zone") not in s["zones"] or pool not in s["pools"]:
+            return _fail(f"ERROR: (gcloud.compute.instance-groups.managed.describe) Could not fetch resource: "
+                         f"The resource '{words[4]}' was not found")
+        print(s["pools"][pool]["size"])
+        return 0
+    if words[:3] == ["container", "clusters", "describe"]:
+        if not (right_cluster and words[3] == s["cluster"]):
+            return _fail(f"ERROR: (gcloud.container.clusters.describe) ResponseError: code=404, message=Not found: {here}.")
+        print(json.dumps({"name": s["cluster"], "endpoint": s["endpoint"], "status": "RUNNING"}))
         return 0
     if words[:3] == ["container", "node-pools", "list"]:
         if not (right_cluster and _flag(args, "--cluster") == s["cluster"]):
@@ -236,6 +253,7 @@ def helm(args: list[str], state: State) -> int:
         key = f"{namespace}/{words[1]}"
         with state.edit() as st:
             found = st["releases"].pop(key, None)
+            st["secret_labels"].pop(f"{namespace}/sh.helm.release.v1.{words[1]}.v1", None)
         if found is None and "--ignore-not-found" not in args:
             return _fail(f"Error: uninstall: Release not loaded: {words[1]}: release: not found")
         print(f'release "{words[1]}" uninstalled')
@@ -313,15 +331,18 @@ class FakeCore:
     def read_namespace(self, name: str):
         from kubernetes.client import V1Namespace, V1ObjectMeta
 
-        if name not in self.state.read()["namespaces"]:
+        s = self.state.read()
+        if name not in s["namespaces"]:
             raise _api_error(404, "Not Found")
-        return V1Namespace(metadata=V1ObjectMeta(name=name))
+        return V1Namespace(metadata=V1ObjectMeta(name=name, labels=s["namespace_labels"].get(name)))
 
     def create_namespace(self, body):
         with self.state.edit() as s:
             if body.metadata.name in s["namespaces"]:
                 raise _api_error(409, "AlreadyExists")
             s["namespaces"].append(body.metadata.name)
+            if body.metadata.labels:
+                s["namespace_labels"][body.metadata.name] = dict(body.metadata.labels)
         return body
 
     def delete_namespace(self, name: str):
@@ -329,16 +350,29 @@ class FakeCore:
             if name not in s["namespaces"]:
                 raise _api_error(404, "Not Found")
             s["namespaces"].remove(name)
+            s["namespace_labels"].pop(name, None)
             s["secrets"] = {k: v for k, v in s["secrets"].items() if not k.startswith(name + "/")}
 
     def read_namespaced_secret(self, name: str, namespace: str):
         from kubernetes.client import V1ObjectMeta, V1Secret
 
-        keys = self.state.read()["secrets"].get(f"{namespace}/{name}")
+        s = self.state.read()
+        key = f"{namespace}/{name}"
+        keys = s["secrets"].get(key)
+        if keys is None and name.startswith("sh.helm.release.v1.") and name.endswith(".v1"):
+            release = name.removeprefix("sh.helm.release.v1.").removesuffix(".v1")
+            keys = ["release"] if f"{namespace}/{release}" in s["releases"] else None
         if keys is None:
             raise _api_error(404, "Not Found")
-        return V1Secret(metadata=V1ObjectMeta(name=name, namespace=namespace),
+        return V1Secret(metadata=V1ObjectMeta(name=name, namespace=namespace, labels=s["secret_labels"].get(key)),
                         data={k: base64.b64encode(b"x").decode() for k in keys})
+
+    def patch_namespaced_secret(self, name: str, namespace: str, body: dict):
+        self.read_namespaced_secret(name, namespace)  # 404 as the API server would
+        with self.state.edit() as s:
+            labels = s["secret_labels"].setdefault(f"{namespace}/{name}", {})
+            labels.update(body.get("metadata", {}).get("labels") or {})
+        return body
 
     def create_namespaced_secret(self, namespace: str, body):
         # Only the keys are kept: the fake cloud's state is a file a test may print.
@@ -347,12 +381,15 @@ class FakeCore:
             if namespace not in s["namespaces"]:
                 raise _api_error(404, "Not Found")
             s["secrets"][f"{namespace}/{body.metadata.name}"] = keys
+            if body.metadata.labels:
+                s["secret_labels"][f"{namespace}/{body.metadata.name}"] = dict(body.metadata.labels)
         return body
 
     def delete_namespaced_secret(self, name: str, namespace: str):
         with self.state.edit() as s:
             if s["secrets"].pop(f"{namespace}/{name}", None) is None:
                 raise _api_error(404, "Not Found")
+            s["secret_labels"].pop(f"{namespace}/{name}", None)
 
 
 class FakeApps:
@@ -442,6 +479,18 @@ class FakeCoordination:
 # -- a provisioner wired to the fake cloud ---------------------------------------------------------
 
 
+def fake_clock() -> dict:
+    """A monotonic clock that sleeping moves forward 20 times faster than real time: a run-lock's 90 s
+    watch of another holder takes 4.5 s, long enough to see a live holder (renewing every 0.2 s) renew."""
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds / 20)
+        now[0] += seconds
+
+    return {"sleep": sleep, "monotonic": lambda: now[0]}
+
+
 class FakeCloud:
     """The fake cloud in folder `root`: state, call log, the stand-in executables, API fakes."""
 
@@ -461,21 +510,23 @@ class FakeCloud:
         return self.state.edit()
 
     def provisioner(self, policy: str = "restore", *, progress=print, holder: str = "run-1",
-                    hf_token=None, wait_timeout_s: float = 5.0, lock: bool = True):
+                    hf_token=None, wait_timeout_s: float = 5.0, undo_kept: bool = False):
         from llmd_conformance import gke
         from llmd_conformance.runlock import RunLock
 
         s = self.state.read()
         runner = gke.CommandRunner(progress=progress)
         pool = gke.GcloudPool(project=s["project"], cluster=s["cluster"], node_pool=self.topology.node_pool,
-                              zone=s["zones"][0], runner=runner, core=FakeCore(self.state), retry_every_s=0.1)
+                              zone=s["zones"][0], runner=runner, retry_every_s=0.1,
+                              accelerator=self.topology.accelerator_value)
         helmfile = gke.HelmfileRunner.for_topology(self.topology, "gke", runner,
                                                    charts_dir=lambda: Path("/charts/gie-v1.5.0"))
         return gke.Provisioner(
             pool, helmfile, gke.KubeApis(FakeCore(self.state), FakeApps(self.state)), self.topology,
             gke.TeardownPolicy.parse(policy),
-            lock=RunLock(FakeCoordination(self.state), holder=holder, renew_every_s=0.2) if lock else None,
+            lock=RunLock(FakeCoordination(self.state), holder=holder, renew_every_s=0.2, **fake_clock()),
             hf_token=hf_token, wait_timeout_s=wait_timeout_s, poll_s=0.05, progress_every_s=0.2, progress=progress,
+            undo_kept=undo_kept,
         )
 
 

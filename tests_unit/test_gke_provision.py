@@ -33,6 +33,10 @@ PREFLIGHT = [
 ]
 HELMFILE = "helmfile -f manifests/helmfile.yaml.gotmpl -e gke"
 SURVEY = [f"{HELMFILE} list --output json", "helm list -n llm-d -a -o json"]
+# The pool's size, read from its own instance group in the named cluster (never from a kubeconfig's Nodes).
+SIZE = [PREFLIGHT[1], "gcloud compute instance-groups managed describe gke-nvidia-t4-pool-grp --zone us-central1-a "
+                      "--project test-project --format=value(targetSize)"]
+POOL = "projects/test-project/locations/us-central1-a/clusters/test-cluster/nodePools/nvidia-t4-pool"
 UNINSTALL = "helm uninstall {} -n llm-d --ignore-not-found --wait --timeout 10m"
 INSTALL_ORDER = ["ms-gemma", "ms-phi", "gaie-gemma", "gaie-phi"]  # the helmfile's order (fake_gcloud.default_state)
 UNINSTALL_ALL = [UNINSTALL.format(name) for name in reversed(INSTALL_ORDER)]
@@ -61,12 +65,26 @@ def provisioner(cloud, lines, policy="restore", **kwargs):
     return cloud.provisioner(policy, progress=lines.append, **kwargs)
 
 
+def recorded(cloud) -> list[dict]:
+    """The undo entries on the run-lock Lease."""
+    lease = cloud.state.read()["leases"]["default/llmd-conformance-run-lock"]
+    return json.loads(lease["metadata"]["annotations"]["llmd-conformance/undo"])["entries"]
+
+
 def assert_untouched_at_start(cloud):
     state = cloud.state.read()
     assert state["pools"]["nvidia-t4-pool"]["size"] == 0
     assert state["releases"] == {}
     assert "llm-d" not in state["namespaces"]
     assert state["leases"] == {}, f"the run-lock was left behind: {state['leases']}"
+
+
+def refused_after_preflight(cloud, lines, message: str) -> None:
+    """Setup refuses with `message` having run only the pool's preflight reads; the cloud is as it was."""
+    with pytest.raises(gke.GkeError, match=message):
+        provisioner(cloud, lines).setup()
+    assert cloud.commands() == PREFLIGHT
+    assert_untouched_at_start(cloud)
 
 
 def test_provision_then_restore_runs_the_exact_command_sequence(cloud, lines):
@@ -78,9 +96,18 @@ def test_provision_then_restore_runs_the_exact_command_sequence(cloud, lines):
     assert sorted(state["releases"]) == sorted(f"llm-d/{n}" for n in INSTALL_ORDER)
     lease = state["leases"]["default/llmd-conformance-run-lock"]
     assert lease["spec"]["holderIdentity"] == "run-1"
-    assert json.loads(lease["metadata"]["annotations"]["llmd-conformance/undo"])["pool_size_found"] == 0
+    entries = recorded(cloud)
+    assert [(e["kind"], e["group"]) for e in entries] == [
+        ("pool-size", "pool"), ("namespace", "objects"), *[("release", "releases")] * 4]
+    assert entries[0]["params"] == {"found": 0, "pool": POOL}
+    run = p.run_id
+    assert all(e["owner"] == run for e in entries)
+    assert state["namespace_labels"]["llm-d"] == {"conformance.llm-d.ai/run": run}
+    assert all(state["secret_labels"][f"llm-d/sh.helm.release.v1.{n}.v1"] == {"conformance.llm-d.ai/run": run}
+               for n in INSTALL_ORDER)
     p.teardown()
-    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), f"{HELMFILE} sync", *UNINSTALL_ALL, RESIZE.format(0)]
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, *SIZE, RESIZE.format(2), f"{HELMFILE} sync", *UNINSTALL_ALL,
+                                RESIZE.format(0)]
     assert_untouched_at_start(cloud)
     assert "teardown done" in lines
 
@@ -109,10 +136,13 @@ def test_failing_helmfile_removes_what_it_half_installed_and_restores_the_pool(c
     with pytest.raises(gke.GkeError, match=r"helmfile sync failed \(exit 1\)") as failure:
         p.setup()
     assert "UPGRADE FAILED" in str(failure.value)
-    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), f"{HELMFILE} sync", *UNINSTALL_ALL, RESIZE.format(0)]
+    installed = INSTALL_ORDER[:2]  # the releases of a half-done sync are labelled, so their undo removes them
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, *SIZE, RESIZE.format(2), f"{HELMFILE} sync",
+                                *(UNINSTALL.format(n) for n in reversed(installed)), RESIZE.format(0)]
     assert_untouched_at_start(cloud)
+    calls = len(cloud.commands())
     p.teardown()  # the suite's own teardown call after a failed setup changes nothing more
-    assert len(cloud.commands()) == 2 + 2 + 1 + 1 + 4 + 1
+    assert len(cloud.commands()) == calls
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -132,7 +162,7 @@ def test_signal_during_pod_wait_restores_pool_and_removes_releases(cloud, topolo
     output += rest
     assert proc.returncode != 0, output
     assert "KeyboardInterrupt" in output and "teardown done" in output, output
-    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), f"{HELMFILE} sync", *UNINSTALL_ALL, RESIZE.format(0)]
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, *SIZE, RESIZE.format(2), f"{HELMFILE} sync", *UNINSTALL_ALL, RESIZE.format(0)]
     assert_untouched_at_start(cloud)
 
 
@@ -149,11 +179,12 @@ def test_second_concurrent_run_is_refused_by_the_run_lock(cloud, lines):
         _read_until(proc, "waiting for pods Ready", timeout=60)
         calls_of_first = len(cloud.commands())
         second = provisioner(cloud, lines, holder="run-2")
-        with pytest.raises(RunLockHeld, match=r"held by run-1 since \d{4}-\d\d-\d\dT") as refused:
+        with pytest.raises(RunLockHeld, match=r"held by run-1") as refused:
             second.setup()
         assert "another conformance run" in str(refused.value)
         # The second run only read: its own preflight calls, nothing else.
         assert cloud.commands()[calls_of_first:] == PREFLIGHT
+        assert "renewed it while we watched" in str(refused.value)
         assert cloud.state.read()["leases"]["default/llmd-conformance-run-lock"]["spec"]["holderIdentity"] == "run-1"
     finally:
         proc.send_signal(signal.SIGINT)
@@ -170,7 +201,7 @@ def test_rerun_reuses_a_healthy_deployment_and_removes_nothing(cloud, lines):
     p = provisioner(cloud, lines)
     p.setup()
     p.teardown()
-    assert cloud.commands() == [*PREFLIGHT, *SURVEY]
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, *SIZE]
     state = cloud.state.read()
     assert state["pools"]["nvidia-t4-pool"]["size"] == 2
     assert len(state["releases"]) == 4 and "llm-d" in state["namespaces"]
@@ -187,7 +218,7 @@ def test_partly_present_deployment_installs_and_removes_only_the_absent_releases
     p.teardown()
     ours = ["ms-phi", "gaie-gemma", "gaie-phi"]
     sync = f"{HELMFILE} -l name=ms-phi -l name=gaie-gemma -l name=gaie-phi sync"
-    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), sync,
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, *SIZE, RESIZE.format(2), sync,
                                 *(UNINSTALL.format(n) for n in reversed(ours)), RESIZE.format(0)]
     state = cloud.state.read()
     assert state["releases"] == {"llm-d/ms-gemma": "deployed"}
@@ -245,11 +276,8 @@ def test_gcloud_not_installed_is_refused(cloud, lines):
 def test_helmfile_missing_is_refused_before_anything_changes(cloud, lines):
     (cloud.root / "bin" / "helmfile").unlink()
     os.environ["PATH"] = f"{cloud.root / 'bin'}{os.pathsep}/usr/bin:/bin"
-    with pytest.raises(gke.GkeError, match=r"helmfile is not installed: install helmfile v1.1 .*"
-                                           r"`python -m llmd_conformance.build --only helm helmfile`"):
-        provisioner(cloud, lines).setup()
-    assert cloud.commands() == PREFLIGHT
-    assert_untouched_at_start(cloud)
+    refused_after_preflight(cloud, lines, r"helmfile is not installed: install helmfile v1.1 .*"
+                                          r"`python -m llmd_conformance.build --only helm helmfile`")
 
 
 def test_missing_hf_token_is_refused_before_anything_changes(cloud, lines):
@@ -282,6 +310,7 @@ def test_multi_zone_pool_is_resized_per_zone(cloud, lines):
     assert any("resizing to 1 per zone x 2 zones" in line for line in lines), lines
     p.teardown()
     assert RESIZE.format(1) in cloud.commands() and cloud.commands()[-1] == RESIZE.format(0)
+    assert sum("instance-groups managed describe" in c for c in cloud.commands()) == 2, "one size read per zone"
 
 
 @pytest.mark.parametrize(
@@ -310,23 +339,29 @@ def test_teardown_is_idempotent(cloud, lines):
     p.teardown()
     calls = cloud.commands()
     p.teardown()
-    p._teardown_at_exit()
     assert cloud.commands() == calls
 
 
-def test_a_kept_deployment_is_undone_by_the_next_restore_run(cloud, lines):
-    """keep leaves its undo record on the (unheld) Lease; the next run reuses the deployment and restores size 0."""
+def test_a_kept_deployment_stays_until_a_run_asks_for_its_undo(cloud, lines):
+    """keep leaves its entries (marked kept) on the unheld Lease; a default run reuses the deployment and keeps
+    them; only a run given --teardown explicitly (undo_kept) removes the releases and restores size 0."""
     first = provisioner(cloud, lines, policy="keep")
     first.setup()
     first.teardown()
     lease = cloud.state.read()["leases"]["default/llmd-conformance-run-lock"]
     assert lease["spec"].get("holderIdentity") is None
-    assert json.loads(lease["metadata"]["annotations"]["llmd-conformance/undo"])["pool_size_found"] == 0
+    assert all(e["kept"] for e in recorded(cloud)) and recorded(cloud)[0]["params"]["found"] == 0
     before = len(cloud.commands())
     second = provisioner(cloud, lines, holder="run-2")
     second.setup()
     second.teardown()
-    assert cloud.commands()[before:] == [*PREFLIGHT, *SURVEY, *UNINSTALL_ALL, RESIZE.format(0)]
+    assert cloud.commands()[before:] == [*PREFLIGHT, *SURVEY, *SIZE], "a default run removed a kept deployment"
+    assert len(cloud.state.read()["releases"]) == 4 and len(recorded(cloud)) == 6
+    before = len(cloud.commands())
+    third = provisioner(cloud, lines, holder="run-3", undo_kept=True)
+    third.setup()
+    third.teardown()
+    assert cloud.commands()[before:] == [*PREFLIGHT, *SURVEY, *SIZE, *UNINSTALL_ALL, RESIZE.format(0)]
     assert_untouched_at_start(cloud)
 
 
@@ -342,13 +377,14 @@ def test_a_dead_runs_stale_lock_is_taken_over_and_its_changes_undone(cloud, line
     before = len(cloud.commands())
     heir = provisioner(cloud, lines, holder="run-2")
     heir.setup()
-    assert any("inherited the undo record of run-dead" in line for line in lines), lines
+    assert any("inherited from a previous run" in line for line in lines), lines
     during = len(cloud.commands())
     dead.teardown()  # if the hung run wakes up, its changes are the heir's now: it must not touch them
     assert len(cloud.commands()) == during
-    assert any("teardown skipped: Lease default/llmd-conformance-run-lock is no longer ours" in line for line in lines)
+    assert any("teardown skipped: Lease default/llmd-conformance-run-lock is held by run-2 now" in line
+               for line in lines), lines
     heir.teardown()
-    assert cloud.commands()[before:] == [*PREFLIGHT, *SURVEY, *UNINSTALL_ALL, RESIZE.format(0)]
+    assert cloud.commands()[before:] == [*PREFLIGHT, *SURVEY, *SIZE, *UNINSTALL_ALL, RESIZE.format(0)]
     assert_untouched_at_start(cloud)
 
 
@@ -360,7 +396,7 @@ def test_wait_timeout_reports_the_last_state_and_tears_down(cloud, lines):
                                                    r"nvidia.com/gpu \(gke-test-cluster-nvidia-t4-pool-us-central1-a-0: "
                                                    r"no allocatable nvidia.com/gpu yet"):
         p.setup()
-    assert cloud.commands() == [*PREFLIGHT, *SURVEY, RESIZE.format(2), RESIZE.format(0)]
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, *SIZE, RESIZE.format(2), RESIZE.format(0)]
     assert any(line.startswith("waiting for GPU nodes [") for line in lines), "no progress line while waiting"
     assert_untouched_at_start(cloud)
 
@@ -371,11 +407,10 @@ def test_teardown_failure_is_reported_and_kept_on_the_lease(cloud, lines):
     p.setup()
     with cloud.edit() as state:
         state["authenticated"] = False  # gcloud now refuses everything
-    with pytest.raises(gke.GkeError, match=r"teardown incomplete: restore pool size 0: resizing .* failed.*"
-                                           r"Still to undo: pool size found 0"):
+    with pytest.raises(gke.GkeError, match=r"teardown incomplete: resize GKE node pool nvidia-t4-pool .* back to 0: "
+                                           r"resizing .* failed.*stays recorded on Lease default/llmd-conformance"):
         p.teardown()
-    lease = cloud.state.read()["leases"]["default/llmd-conformance-run-lock"]
-    assert json.loads(lease["metadata"]["annotations"]["llmd-conformance/undo"]) == {"pool_size_found": 0}
+    assert [(e["kind"], e["params"]["found"]) for e in recorded(cloud)] == [("pool-size", 0)]
     assert cloud.state.read()["releases"] == {}
 
 
@@ -415,13 +450,95 @@ def test_a_release_a_dead_run_of_ours_left_half_installed_is_installed_again(clo
         state["pools"]["nvidia-t4-pool"]["size"] = 2
         state["leases"]["default/llmd-conformance-run-lock"] = {
             "metadata": {"name": "llmd-conformance-run-lock", "namespace": "default", "resourceVersion": "1",
-                         "annotations": {"llmd-conformance/undo": json.dumps(
-                             {"pool_size_found": 0, "releases": [["gaie-phi", "llm-d"]]})}},
+                         "annotations": {"llmd-conformance/undo": json.dumps({"entries": [
+                             {"kind": "pool-size", "params": {"found": 0, "pool": POOL}, "owner": "run-dead",
+                              "group": "pool", "describe": "resize back to 0"},
+                             {"kind": "release", "params": {"name": "gaie-phi", "namespace": "llm-d"},
+                              "owner": "run-dead", "group": "releases", "describe": "uninstall gaie-phi"}]})}},
             "spec": {"leaseDurationSeconds": 90},  # released: no holder
+        }
+        state["secret_labels"]["llm-d/sh.helm.release.v1.gaie-phi.v1"] = {"conformance.llm-d.ai/run": "run-dead"}
+    p = provisioner(cloud, lines)
+    p.setup()
+    p.teardown()
+    assert cloud.commands() == [*PREFLIGHT, *SURVEY, UNINSTALL.format("gaie-phi"), *SIZE, f"{HELMFILE} sync",
+                                *UNINSTALL_ALL, RESIZE.format(0)]
+    assert_untouched_at_start(cloud)
+
+
+# -- findings of the review: pool identity, ownership, failed creates -------------------------------
+
+
+def test_kubeconfig_of_another_cluster_is_refused_before_any_change(cloud, tmp_path, monkeypatch):
+    """--cluster names one cluster, the kubeconfig reaches another: nothing is resized, nothing installed."""
+    from llmd_conformance.targets import TargetOptions
+
+    kubeconfig = tmp_path / "other-cluster.yaml"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "other",
+        "clusters": [{"name": "other", "cluster": {"server": "https://127.0.0.2:443"}}],
+        "contexts": [{"name": "other", "context": {"cluster": "other", "user": "other"}}],
+        "users": [{"name": "other", "user": {}}]}))
+    target = gke.GkeTarget(load_topology("pattern2"), TargetOptions(kubeconfig=kubeconfig, provision=True),
+                           gke.GkeOptions(project="test-project", zone="us-central1-a", cluster="test-cluster"),
+                           log=lambda line: None)
+    with pytest.raises(gke.GkeError, match=r"the kubeconfig's API server https://127.0.0.2:443 is not cluster "
+                                           r"test-cluster \(its endpoint is 127.0.0.1\)"):
+        target.setup()
+    assert cloud.commands() == [*PREFLIGHT, "gcloud container clusters describe test-cluster --zone us-central1-a "
+                                            "--project test-project --format=json"]
+    assert_untouched_at_start(cloud)
+
+
+def test_pool_without_the_topologys_accelerator_is_refused_before_the_resize(cloud, lines):
+    with cloud.edit() as state:
+        state["accelerator"] = ["cloud.google.com/gke-accelerator", "nvidia-l4"]
+    refused_after_preflight(cloud, lines, r"has accelerators \['nvidia-l4'\], not nvidia-tesla-t4 as the topology "
+                                          r"needs.*Pass --node-pool")
+
+
+def test_scale_to_zero_leaves_a_pool_this_run_did_not_grow(cloud, lines):
+    with cloud.edit() as state:
+        state["pools"]["nvidia-t4-pool"]["size"] = 2
+    p = provisioner(cloud, lines, policy="scale-to-zero")
+    p.setup()
+    p.teardown()
+    assert not any("resize" in c for c in cloud.commands())
+    assert cloud.state.read()["pools"]["nvidia-t4-pool"]["size"] == 2
+
+
+def test_a_namespace_someone_else_creates_during_our_create_is_never_deleted(cloud, lines):
+    """Our create fails (409: another actor made it between our check and our create): its entry is dropped."""
+    p = provisioner(cloud, lines)
+    create = p.kube.core.create_namespace
+
+    def raced(body):
+        from kubernetes.client import V1Namespace, V1ObjectMeta
+
+        create(V1Namespace(metadata=V1ObjectMeta(name=body.metadata.name, labels={"team": "a"})))
+        return create(body)  # 409 AlreadyExists
+    p.kube.core.create_namespace = raced
+    with pytest.raises(Exception, match="AlreadyExists"):
+        p.setup()
+    state = cloud.state.read()
+    assert "llm-d" in state["namespaces"] and state["namespace_labels"]["llm-d"] == {"team": "a"}
+    assert state["leases"] == {}, "an entry of the failed create outlived it"
+
+
+def test_an_inherited_entry_never_deletes_an_object_without_its_runs_label(cloud, lines):
+    """A dead run's record names namespace llm-d; the namespace there now is someone else's: it stays."""
+    with cloud.edit() as state:
+        state["namespaces"].append("llm-d")
+        state["namespace_labels"]["llm-d"] = {"conformance.llm-d.ai/run": "run-someone-else"}
+        state["leases"]["default/llmd-conformance-run-lock"] = {
+            "metadata": {"name": "llmd-conformance-run-lock", "namespace": "default", "resourceVersion": "1",
+                         "annotations": {"llmd-conformance/undo": json.dumps({"entries": [
+                             {"kind": "namespace", "params": {"name": "llm-d", "namespace": "llm-d"},
+                              "owner": "run-dead", "group": "objects", "describe": "delete namespace llm-d"}]})}},
+            "spec": {"leaseDurationSeconds": 90},
         }
     p = provisioner(cloud, lines)
     p.setup()
     p.teardown()
-    assert cloud.commands() == [*PREFLIGHT, *SURVEY, UNINSTALL.format("gaie-phi"), f"{HELMFILE} sync",
-                                *UNINSTALL_ALL, RESIZE.format(0)]
-    assert_untouched_at_start(cloud)
+    assert "llm-d" in cloud.state.read()["namespaces"]
+    assert any("does not carry conformance.llm-d.ai/run=run-dead" in line for line in lines), lines

@@ -120,8 +120,8 @@ def test_planted_secret_never_appears_in_the_output_of_a_plan_run(pytester, monk
         "*[[]change] kubectl create secret generic llm-d-hf-token -n llm-d --from-literal=HF_TOKEN=[*][*][*]*",
         "*[[]change] * helmfile -f manifests/helmfile.yaml.gotmpl -e gke sync*",
         "*teardown restore:*",
-        "*[[]change] helm uninstall RELEASE -n llm-d*",
-        "*[[]change] gcloud --quiet container clusters resize test-cluster * --num-nodes FOUND *",
+        "*[[]undo  ] helm uninstall RELEASE -n llm-d*",
+        "*[[]undo  ] gcloud --quiet container clusters resize test-cluster * --num-nodes FOUND *",
         "*--plan: printed the actions above; nothing was changed*",
     ])
     # pytest.exit at session start means junitxml writes no file; whatever was written is checked below.

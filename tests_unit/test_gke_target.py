@@ -75,9 +75,11 @@ def test_regional_plan_sizes_the_pool_per_zone(run):
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "*[[]change] gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes PER_ZONE "
-        "--region us-central1 --project p   (only when FOUND < PER_ZONE per zone, PER_ZONE = ceil(2 / zones of the pool)*",
+        "--region us-central1 --project p   (only when FOUND < PER_ZONE, PER_ZONE = ceil(2 / zones of the pool))*",
         "*teardown scale-to-zero:*",
-        "*[[]change] gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes 0 *(releases stay)*",
+        "*[[]keep  ] helm uninstall RELEASE*(kept by --teardown scale-to-zero)*",
+        "*[[]undo  ] gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes 0 *"
+        "(only when this run grew the pool;*the releases stay)*",
     ])
 
 
@@ -87,10 +89,11 @@ def test_plan_follows_the_order_of_the_real_run():
                            gke.GkeOptions(project="p", zone="z", cluster="c"), log=lambda line: None)
     steps = [line.split("] ", 1)[1] for line in target.plan() if "] " in line]
     order = ["gcloud auth print-access-token", "gcloud container node-pools describe", "gcloud container clusters get-credentials",
-             "kubectl get crd", "kubectl get secret llm-d-hf-token", "kubectl create lease", "helmfile -f", "helm list",
-             "kubectl get nodes", "gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes 2",
+             "gcloud container clusters describe c", "kubectl get crd", "kubectl get secret llm-d-hf-token",
+             "kubectl create lease", "list --output json; helm list", "gcloud compute instance-groups managed describe",
+             "gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes 2",
              "kubectl get nodes", "kubectl create namespace", "kubectl create secret", "helmfile -f", "kubectl get pods",
-             "run the checks", "helm uninstall RELEASE", "kubectl delete secret",
+             "run the checks", "helm uninstall RELEASE", "kubectl delete secret", "kubectl delete namespace",
              "gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes FOUND",
              "kubectl delete lease"]
     position = -1
