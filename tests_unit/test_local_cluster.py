@@ -7,8 +7,10 @@ from kubernetes import client
 
 from llmd_conformance.kube import pod_proxy_get
 from llmd_conformance.local.cluster import GPU_POOL, NODE_POOL_LABEL, LocalCluster
+from llmd_conformance.local.instance import ETCD_PORTS
 from llmd_conformance.local.podrunner import PodRunner
 from llmd_conformance.waits import wait_for
+from tests_unit.test_local_security import SECRET, assert_credentials_private, assert_etcd_refuses_strangers, environ_of
 
 pytestmark = pytest.mark.local
 
@@ -27,22 +29,30 @@ def _start(logs_dir):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """A cluster with two GPU pods, gpu-a and gpu-b, Ready; tests do not depend on each other's order."""
-    cluster, runner, core = _start(tmp_path_factory.mktemp("logs"))
-    try:
-        for name in ("gpu-a", "gpu-b"):
-            core.create_namespaced_pod(NS, _gpu_pod(name))
-        for name in ("gpu-a", "gpu-b"):
-            wait_for(lambda n=name: _pod_ready(core, n), timeout=60)
-        yield cluster, runner
-    finally:
-        runner.stop()
-        cluster.stop()
+    """A cluster with two GPU pods, gpu-a and gpu-b, Ready; tests do not depend on each other's order.
+    HF_TOKEN is set while it runs, as in a user's shell: no child may get it."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_TOKEN", SECRET)
+        cluster, runner, core = _start(tmp_path_factory.mktemp("logs"))
+        try:
+            for name in ("gpu-a", "gpu-b"):
+                core.create_namespaced_pod(NS, _gpu_pod(name))
+            for name in ("gpu-a", "gpu-b"):
+                wait_for(lambda n=name: _pod_ready(core, n), timeout=60)
+            yield cluster, runner
+        finally:
+            runner.stop()
+            cluster.stop()
 
 
 @pytest.fixture(scope="module")
 def cluster(stack):
     return stack[0]
+
+
+@pytest.fixture(scope="module")
+def runner(stack):
+    return stack[1]
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +155,61 @@ def test_resize_gpu_pool(cluster, core):
     assert len(cluster.gpu_pool_nodes()) == 3
     cluster.resize_gpu_pool(2)
     assert cluster.gpu_pool_nodes() == [f"gke-{GPU_POOL}-1", f"gke-{GPU_POOL}-2"]
+
+
+def test_credentials_are_private(cluster, runner):
+    """State and PKI folders 0700; keys, tokens, the admin kubeconfig, and each pod's folder and
+    ServiceAccount kubeconfig readable by root only."""
+    assert_credentials_private(cluster.state_dir)
+    assert runner.pods
+    for pod in runner.pods.values():
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (pod.folder, pod.folder / "kubeconfig")}
+        assert modes == {pod.folder.name: "0o700", "kubeconfig": "0o600"}, modes
+
+
+def test_etcd_refuses_strangers_while_the_cluster_works(cluster, core):
+    """Only the apiserver's client certificate opens etcd; the apiserver, holding it, serves."""
+    assert_etcd_refuses_strangers(cluster.state_dir / "pki", ETCD_PORTS[0])
+    assert NS in [n.metadata.name for n in core.list_namespace().items]
+
+
+def test_no_child_gets_hf_token(cluster, runner):
+    """The control plane and every pod process started while HF_TOKEN was set do not have it."""
+    pids = {name: p.pid for name, p in cluster._procs.items()}
+    pids |= {f"{pod.name}/{c.name}": c.process.pid for pod in runner.pods.values() for c in pod.containers}
+    envs = {name: environ_of(pid) for name, pid in pids.items()}
+    leaks = [name for name, env in envs.items() if "HF_TOKEN" in env or SECRET in "".join(env.values())]
+    assert len(envs) >= 7 and not leaks, (sorted(envs), leaks)
+
+
+def _cpu_pod(name: str, config_map: str | None = None) -> dict:
+    pod = _gpu_pod(name)
+    pod["metadata"]["labels"] = {"app": "cpu-test"}
+    del pod["spec"]["nodeSelector"], pod["spec"]["containers"][0]["resources"]
+    if config_map:
+        pod["spec"]["volumes"] = [{"name": "cfg", "configMap": {"name": config_map}}]
+        pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "cfg", "mountPath": "/etc/cfg"}]
+    return pod
+
+
+def test_pod_missing_its_configmap_waits_alone(core, runner):
+    """A pod whose ConfigMap volume is missing gets a FailedMount Event and stays not Ready; pods created
+    after it still start; once the ConfigMap exists, it starts too."""
+    core.create_namespaced_pod(NS, _cpu_pod("needs-cm", config_map="late-cm"))
+    try:
+        def failed_mount():
+            events = core.list_namespaced_event(NS, field_selector="involvedObject.name=needs-cm").items
+            messages = [e.message for e in events if e.reason == "FailedMount"]
+            assert any(f'configmap "{NS}/late-cm" not found' in m for m in messages), [e.message for e in events]
+
+        wait_for(failed_mount, timeout=30)
+        core.create_namespaced_pod(NS, _cpu_pod("cpu-ok"))
+        wait_for(lambda: _pod_ready(core, "cpu-ok"), timeout=60)
+        runner.check()
+        with pytest.raises(AssertionError, match="Ready"):
+            _pod_ready(core, "needs-cm")
+        core.create_namespaced_config_map(NS, {"metadata": {"name": "late-cm"}, "data": {"a": "1"}})
+        wait_for(lambda: _pod_ready(core, "needs-cm"), timeout=60)
+    finally:
+        for name in ("needs-cm", "cpu-ok"):
+            core.delete_namespaced_pod(name, NS)

@@ -1,8 +1,12 @@
 """Bad input for the local cluster is refused with a message that says what to fix, before anything starts."""
 from __future__ import annotations
 
+import os
 import socket
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,9 +58,28 @@ def test_unknown_component_is_refused():
 def test_port_in_use_is_refused(tmp_path):
     """A port the cluster needs that something else holds is named; nothing is started."""
     with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # binds despite TIME_WAIT of an earlier etcd
         squatter.bind(("127.0.0.1", local_cluster.ETCD_PORTS[0]))
         squatter.listen()
         cluster = LocalCluster(state_dir=tmp_path / "state")
         with pytest.raises(ClusterError, match=rf"port 127.0.0.1:{local_cluster.ETCD_PORTS[0]} \(etcd\) is already in use"):
             cluster.start()
     assert not cluster.running and not (tmp_path / "state").exists()
+
+
+def _instance_of(**env: str) -> subprocess.CompletedProcess:
+    """Import instance.py in a fresh process with this environment (it reads it at import)."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("LLMD_INSTANCE", "PYTEST_XDIST_WORKER")}
+    return subprocess.run([sys.executable, "-c", "from llmd_conformance.local import instance; print(instance.INDEX)"],
+                          env={**clean, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env},
+                          capture_output=True, text=True)
+
+
+def test_xdist_worker_without_an_instance_is_refused_with_the_fix():
+    """Workers gw0-gw8 get instances 1-9; gw9 and above are told how many workers fit and how to share one."""
+    assert _instance_of(PYTEST_XDIST_WORKER="gw8").stdout.strip() == "9"
+    refused = _instance_of(PYTEST_XDIST_WORKER="gw10")
+    assert refused.returncode != 0
+    assert ("pytest-xdist worker gw10 would drive local cluster instance 11, but there are only instances 0-9: "
+            "run tests that use the local cluster with -n 9 or fewer") in refused.stderr, refused.stderr
+    assert _instance_of(PYTEST_XDIST_WORKER="gw10", LLMD_INSTANCE="3").stdout.strip() == "3"
