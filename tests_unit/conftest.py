@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -132,3 +134,17 @@ def api_server() -> Iterator[FakeApiServer]:
 
 def resources(*names: str) -> tuple[int, dict]:
     return 200, {"kind": "APIResourceList", "resources": [{"name": n} for n in names]}
+
+
+def read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
+    """Lines of `proc` until one contains `marker` (the process keeps running); killed if it never comes."""
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"{marker!r} not seen within {timeout}s; output:\n{''.join(seen)}")

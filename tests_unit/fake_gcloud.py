@@ -25,7 +25,8 @@ FAKE_TOKEN = "ya29.FAKE-ACCESS-TOKEN-0123456789abcdef"
 NODE_POOL_LABEL = "cloud.google.com/gke-nodepool"
 TOOLS = ("gcloud", "helmfile", "helm")
 # Environment variables recorded with each call (the ones the commands' behaviour depends on).
-RECORDED_ENV = ("TOPOLOGY", "RELEASE_NAME_POSTFIX", "LLMD_GIE_CHARTS", "HF_TOKEN_SECRET", "KUBECONFIG", "HF_TOKEN")
+RECORDED_ENV = ("TOPOLOGY", "RELEASE_NAME_POSTFIX", "LLMD_GIE_CHARTS", "HF_TOKEN_SECRET", "KUBECONFIG", "HF_TOKEN",
+                "GITHUB_TOKEN")
 
 
 def default_state(topology) -> dict:
@@ -66,7 +67,9 @@ def install(bin_dir: Path, state: Path, log: Path) -> dict[str, str]:
         path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__).resolve()}" {tool} "$@"\n')
         path.chmod(0o755)
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "FAKE_CLOUD_STATE": str(state), "FAKE_CLOUD_LOG": str(log)}
+            "FAKE_CLOUD_STATE": str(state), "FAKE_CLOUD_LOG": str(log),
+            # The tools get an explicit environment: name the fake's own variables for them.
+            "LLMD_TOOL_ENV": "FAKE_CLOUD_STATE,FAKE_CLOUD_LOG"}
 
 
 def read_log(log: Path) -> list[dict]:
@@ -512,14 +515,16 @@ class FakeCloud:
     def provisioner(self, policy: str = "restore", *, progress=print, holder: str = "run-1",
                     hf_token=None, wait_timeout_s: float = 5.0, undo_kept: bool = False):
         from llmd_conformance import gke
+        from llmd_conformance.commands import CommandRunner
+        from llmd_conformance.helmfile import HelmfileRunner
         from llmd_conformance.runlock import RunLock
 
         s = self.state.read()
-        runner = gke.CommandRunner(progress=progress)
+        runner = CommandRunner(progress=progress)
         pool = gke.GcloudPool(project=s["project"], cluster=s["cluster"], node_pool=self.topology.node_pool,
                               zone=s["zones"][0], runner=runner, retry_every_s=0.1,
                               accelerator=self.topology.accelerator_value)
-        helmfile = gke.HelmfileRunner.for_topology(self.topology, "gke", runner,
+        helmfile = HelmfileRunner.for_topology(self.topology, "gke", runner,
                                                    charts_dir=lambda: Path("/charts/gie-v1.5.0"))
         return gke.Provisioner(
             pool, helmfile, gke.KubeApis(FakeCore(self.state), FakeApps(self.state)), self.topology,

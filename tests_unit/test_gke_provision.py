@@ -10,14 +10,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from fake_gcloud import FakeCloud
+from tests_unit.conftest import read_until
 from llmd_conformance import gke
+from llmd_conformance.commands import CommandError
+from llmd_conformance.targets import TargetError
 from llmd_conformance.runlock import RunLockHeld
 from llmd_conformance.topology import load_topology
 
@@ -81,7 +83,7 @@ def assert_untouched_at_start(cloud):
 
 def refused_after_preflight(cloud, lines, message: str) -> None:
     """Setup refuses with `message` having run only the pool's preflight reads; the cloud is as it was."""
-    with pytest.raises(gke.GkeError, match=message):
+    with pytest.raises(TargetError, match=message):
         provisioner(cloud, lines).setup()
     assert cloud.commands() == PREFLIGHT
     assert_untouched_at_start(cloud)
@@ -113,8 +115,10 @@ def test_provision_then_restore_runs_the_exact_command_sequence(cloud, lines):
 
 
 def test_helmfile_gets_topology_postfix_and_charts_but_never_the_token(cloud, lines, monkeypatch):
-    """helmfile runs with TOPOLOGY, RELEASE_NAME_POSTFIX, LLMD_GIE_CHARTS; HF_TOKEN is scrubbed from every tool."""
+    """helmfile runs with TOPOLOGY, RELEASE_NAME_POSTFIX, LLMD_GIE_CHARTS; no tool gets HF_TOKEN or any other
+    variable of ours it was not given (children get an explicit environment)."""
     monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_" + "R" * 36)
     p = provisioner(cloud, lines)
     p.setup()
     p.teardown()
@@ -124,7 +128,7 @@ def test_helmfile_gets_topology_postfix_and_charts_but_never_the_token(cloud, li
     sync = next(c for c in calls if c["tool"] == "helmfile" and c["argv"][-1] == "sync")
     assert sync["env"] == {"TOPOLOGY": "pattern2", "RELEASE_NAME_POSTFIX": "pattern2",
                            "LLMD_GIE_CHARTS": "/charts/gie-v1.5.0"}
-    leaked = [c for c in calls if "HF_TOKEN" in c["env"]]
+    leaked = [c for c in calls if "HF_TOKEN" in c["env"] or "GITHUB_TOKEN" in c["env"]]
     assert not leaked, f"HF_TOKEN reached: {[c['tool'] + ' ' + ' '.join(c['argv']) for c in leaked]}"
 
 
@@ -133,7 +137,7 @@ def test_failing_helmfile_removes_what_it_half_installed_and_restores_the_pool(c
     with cloud.edit() as state:
         state["helmfile_fail"], state["helmfile_fail_after"] = True, 2
     p = provisioner(cloud, lines)
-    with pytest.raises(gke.GkeError, match=r"helmfile sync failed \(exit 1\)") as failure:
+    with pytest.raises(CommandError, match=r"helmfile sync failed \(exit 1\)") as failure:
         p.setup()
     assert "UPGRADE FAILED" in str(failure.value)
     installed = INSTALL_ORDER[:2]  # the releases of a half-done sync are labelled, so their undo removes them
@@ -155,7 +159,7 @@ def test_signal_during_pod_wait_restores_pool_and_removes_releases(cloud, topolo
         cwd=REPO, env={**os.environ, "PYTHONPATH": f"{REPO / 'tests_unit'}{os.pathsep}{REPO}"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    output = _read_until(proc, "waiting for pods Ready [", timeout=60)
+    output = read_until(proc, "waiting for pods Ready [", timeout=60)
     assert cloud.state.read()["pools"]["nvidia-t4-pool"]["size"] == 2
     proc.send_signal(signum)
     rest, _ = proc.communicate(timeout=60)
@@ -176,7 +180,7 @@ def test_second_concurrent_run_is_refused_by_the_run_lock(cloud, lines):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        _read_until(proc, "waiting for pods Ready", timeout=60)
+        read_until(proc, "waiting for pods Ready", timeout=60)
         calls_of_first = len(cloud.commands())
         second = provisioner(cloud, lines, holder="run-2")
         with pytest.raises(RunLockHeld, match=r"held by run-1") as refused:
@@ -418,20 +422,6 @@ def test_duration_option_parsing():
     assert [gke.parse_duration(t) for t in ("45m", "1h30m", "90s", "600", 12)] == [2700, 5400, 90, 600, 12]
     with pytest.raises(gke.GkeError, match=r"cannot read the duration 'soon'"):
         gke.parse_duration("soon")
-
-
-def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
-    """Lines of `proc` until one contains `marker` (the process keeps running)."""
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return "".join(seen)
-    proc.kill()
-    raise AssertionError(f"{marker!r} not seen within {timeout}s; output:\n{''.join(seen)}")
 
 
 def test_hf_secret_without_the_token_key_is_refused_before_anything_changes(cloud, lines):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fake_gcloud import install, read_log
-from llmd_conformance import gke, redact
+from llmd_conformance import redact
+from llmd_conformance.commands import CommandError, CommandRunner
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_" + "Q" * 34
@@ -78,9 +79,9 @@ def test_log_records_are_cleaned_at_creation_for_every_handler(planted):
 
 def test_a_failing_command_that_prints_the_token_raises_without_it(planted):
     lines: list[str] = []
-    runner = gke.CommandRunner(progress=lines.append)
+    runner = CommandRunner(progress=lines.append)
     script = f"import sys; print('out {planted}'); print('err {planted}', file=sys.stderr); sys.exit(3)"
-    with pytest.raises(gke.GkeError) as failure:
+    with pytest.raises(CommandError) as failure:
         runner.run([sys.executable, "-c", script], what="leaky tool")
     text = str(failure.value) + "\n".join(lines)
     assert "leaky tool failed (exit 3)" in text and "err ***" in text

@@ -93,7 +93,7 @@ def assert_etcd_refuses_strangers(pki: Path, port: int) -> None:
 def test_etcd_answers_only_the_apiserver_certificate(tmp_path):
     """etcd alone, as the cluster starts it: TLS with client-certificate auth against its own CA."""
     cluster = LocalCluster(state_dir=tmp_path / "state", logs_dir=tmp_path / "logs")
-    cluster._lock()  # etcd's ports belong to whoever holds this instance
+    cluster.lock()  # etcd's ports belong to whoever holds this instance
     try:
         cluster._make_state_dir()
         cluster._write_pki()
@@ -154,13 +154,13 @@ import sys
 from llmd_conformance.local.cluster import ClusterError, LocalCluster
 cluster = LocalCluster(log=lambda _m: None)
 try:
-    cluster._lock()
+    cluster.lock()
 except ClusterError as exc:
     print(f"refused: {exc}", flush=True)
     sys.exit(3)
 print("held", flush=True)
 sys.stdin.readline()
-cluster._unlock()
+cluster.unlock()
 print("released", flush=True)
 sys.stdin.readline()
 """

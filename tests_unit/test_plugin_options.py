@@ -140,3 +140,13 @@ def test_unreachable_gateway_url_fails_at_session_start(suite_pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [f"ERROR: cannot connect to http://127.0.0.1:{port}: connection refused; check --gateway-url"])
+
+
+def test_report_dir_that_cannot_be_written_is_refused_before_any_setup(tmp_path):
+    """A file where the folder should be used to end in an INTERNALERROR after the run, with no teardown."""
+    a_file = tmp_path / "reports"
+    a_file.write_text("not a folder")
+    assert "--report-dir" in usage_error(report_dir=str(a_file)) and "it is a file, not a folder" in usage_error(
+        report_dir=str(a_file))
+    assert f"{a_file} is a file, not a folder" in usage_error(report_dir=str(a_file / "below"))
+    assert options(report_dir=str(tmp_path / "new" / "folder")).report_dir == tmp_path / "new" / "folder"

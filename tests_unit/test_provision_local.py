@@ -4,8 +4,11 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from llmd_conformance.gke import CommandRunner, HelmfileRunner, KubeApis, Provisioner, TeardownPolicy
+from fake_gcloud import fake_clock
 from llmd_conformance import build
+from llmd_conformance.commands import CommandRunner
+from llmd_conformance.gke import KubeApis, Provisioner, TeardownPolicy
+from llmd_conformance.helmfile import HelmfileRunner
 from llmd_conformance.local.cluster import LocalCluster
 from llmd_conformance.local.podrunner import PodRunner
 from llmd_conformance.local.pool import LocalPool
@@ -31,7 +34,8 @@ def _provisioner(cluster, lines, policy=TeardownPolicy.RESTORE, holder="test-run
     helmfile = HelmfileRunner.for_topology(topology, "local", commands, kubeconfig=cluster.kubeconfig,
                                            helmfile=str(build.binary("helmfile")), helm=str(build.binary("helm")))
     return Provisioner(LocalPool(cluster), helmfile, KubeApis.from_api_client(api), topology, policy,
-                       lock=RunLock(client.CoordinationV1Api(api), holder=holder), wait_timeout_s=120, poll_s=1,
+                       lock=RunLock(client.CoordinationV1Api(api), holder=holder, **fake_clock()), wait_timeout_s=120,
+                       poll_s=1,
                        progress=lines.append)
 
 
@@ -64,7 +68,7 @@ def test_provision_then_restore_on_local_cluster(cluster):
 
 def test_second_run_is_refused_by_the_run_lock(cluster):
     """While one run holds the Lease, a second run is refused with the holder's name and changes nothing."""
-    first = RunLock(client.CoordinationV1Api(cluster.api_client()), holder="ci-run-1")
+    first = RunLock(client.CoordinationV1Api(cluster.api_client()), holder="ci-run-1", renew_every_s=0.2)
     first.acquire()
     try:
         second = _provisioner(cluster, [], holder="ci-run-2")
@@ -82,8 +86,9 @@ def test_failed_helmfile_restores_the_pool(cluster, tmp_path):
     broken = tmp_path / "helmfile"
     broken.write_text("#!/bin/sh\necho 'helmfile: simulated failure' >&2\nexit 1\n")
     broken.chmod(0o755)
-    real_sync = provisioner.helmfile.sync_command
-    provisioner.helmfile.sync_command = lambda only=None: [str(broken), *real_sync(only)[1:]]
+    real = provisioner.helmfile.command
+    provisioner.helmfile.command = lambda *args, **kwargs: (
+        [str(broken), *real(*args, **kwargs)[1:]] if args == ("sync",) else real(*args, **kwargs))
     with pytest.raises(Exception, match="simulated failure|helmfile sync"):
         provisioner.setup()
     assert cluster.gpu_pool_nodes() == [], "\n".join(lines)

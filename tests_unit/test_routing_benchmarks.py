@@ -49,7 +49,7 @@ def test_verdict_time_reports_requests_and_seconds_per_run(capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--url", "http://127.0.0.1:9", "--model", "m", "--threshold", "2"], "threshold must be in (0, 1]"),
+    (["--url", "http://127.0.0.1:9", "--model", "m", "--threshold", "2"], "threshold must be in (0, 1)"),
     (["--url", "http://127.0.0.1:9", "--model", "m", "--unknown-share", "1"], "--unknown-share must be in [0, 1)"),
 ])
 def test_verdict_time_refuses_bad_arguments(capsys, argv, message):
