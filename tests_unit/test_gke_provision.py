@@ -532,3 +532,59 @@ def test_an_inherited_entry_never_deletes_an_object_without_its_runs_label(cloud
     p.teardown()
     assert "llm-d" in cloud.state.read()["namespaces"]
     assert any("does not carry conformance.llm-d.ai/run=run-dead" in line for line in lines), lines
+
+
+def starting_state(cloud) -> dict:
+    """The cloud as a user sees it: pools, releases, namespaces, Secrets, labels, Leases."""
+    state = cloud.state.read()
+    return {k: v for k, v in state.items() if k != "resource_version"}
+
+
+def test_sigint_at_each_step_leaves_exactly_the_starting_state(cloud, topology):
+    """For every step of the setup, a SIGINT arriving as the step starts: setup undoes what the steps before
+    it did and the cloud is exactly as it was (pool size, releases, namespace, Secret, labels, Lease)."""
+    step_names = [s.name for s in provisioner(cloud, [], hf_token=gke.HfToken("llm-d-hf-token", TOKEN)).steps()]
+    before = starting_state(cloud)
+    interrupted = []
+    for name in step_names:
+        lines: list[str] = []
+        p = provisioner(cloud, lines, hf_token=gke.HfToken("llm-d-hf-token", TOKEN))
+        planned = p.steps
+        p.steps = lambda planned=planned, name=name: [_signal_at_start(s) if s.name == name else s for s in planned()]
+        with pytest.raises(KeyboardInterrupt):
+            p.setup()
+        assert starting_state(cloud) == before, f"SIGINT at step {name!r} left a change:\n" + "\n".join(lines)
+        interrupted.append(name)
+    assert interrupted == step_names and len(interrupted) >= 9
+
+
+def _signal_at_start(step):
+    apply = step.apply
+
+    def interrupted():
+        os.kill(os.getpid(), signal.SIGINT)
+        apply()
+    step.apply = interrupted
+    return step
+
+
+def test_rescue_of_a_killed_run_follows_its_policy_and_leaves_kept_changes(cloud, lines):
+    """The CI rescue step (`python -m llmd_conformance.gke teardown --teardown releases`) after a killed run
+    removes that run's releases and keeps the pool it grew; an earlier run's kept entries stay kept."""
+    kept = provisioner(cloud, lines, policy="keep", holder="run-keep")
+    kept.setup()
+    kept.teardown()
+    with cloud.edit() as state:  # a second deployment of the same releases is not possible: drop the kept ones
+        state["releases"] = {}
+        for name in INSTALL_ORDER:
+            state["secret_labels"].pop(f"llm-d/sh.helm.release.v1.{name}.v1", None)
+    dead = provisioner(cloud, lines, policy="releases", holder="job-1")
+    dead.setup()
+    dead.lock._stop.set()  # killed: nobody renews or tears down
+    dead.lock._thread.join()
+    rescue = provisioner(cloud, lines, policy="releases", holder="job-1")  # same job: same identity
+    rescue.rescue()
+    state = cloud.state.read()
+    assert state["releases"] == {}, "the killed run's releases were left"
+    assert state["pools"]["nvidia-t4-pool"]["size"] == 2, "the pool was resized although the policy keeps it"
+    assert any(e["kept"] for e in recorded(cloud)), "the kept run's entries were dropped"

@@ -93,3 +93,43 @@ def test_failed_helmfile_restores_the_pool(cluster, tmp_path):
         provisioner.setup()
     assert cluster.gpu_pool_nodes() == [], "\n".join(lines)
     assert _releases(cluster) == [], "\n".join(lines)
+
+
+def _state(cluster) -> dict:
+    core = client.CoreV1Api(cluster.api_client())
+    leases = client.CoordinationV1Api(cluster.api_client()).list_namespaced_lease("default").items
+    return {"pool": sorted(cluster.gpu_pool_nodes()), "releases": _releases(cluster),
+            "namespaces": sorted(n.metadata.name for n in core.list_namespace().items),
+            "leases": sorted(lease.metadata.name for lease in leases)}
+
+
+def test_sigint_at_each_step_leaves_exactly_the_starting_state(cluster):
+    """The GKE provisioning flow on the local pool, interrupted by SIGINT as each step starts: every time,
+    the pool size, releases, namespaces and the run-lock are back to what they were."""
+    import os
+    import signal
+
+    from llmd_conformance.waits import wait_for
+
+    before = _state(cluster)
+    names = [s.name for s in _provisioner(cluster, []).steps()]
+    for name in names:
+        lines: list[str] = []
+        p = _provisioner(cluster, lines)
+        planned = p.steps
+
+        def with_signal(planned=planned, name=name):
+            out = planned()
+            for step in out:
+                if step.name == name:
+                    apply = step.apply
+                    step.apply = lambda apply=apply: (os.kill(os.getpid(), signal.SIGINT), apply())
+            return out
+        p.steps = with_signal
+        with pytest.raises(KeyboardInterrupt):
+            p.setup()
+        # A deleted namespace takes a moment to go (its finalizer runs after the delete call returns).
+        def restored(name=name, lines=lines):
+            now = _state(cluster)
+            assert now == before, f"SIGINT at {name!r}: {now} != {before}\n" + "\n".join(lines[-15:])
+        wait_for(restored, timeout=60)
