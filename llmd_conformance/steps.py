@@ -238,17 +238,21 @@ class Engine:
         with self._mutex:
             if self._torn_down:
                 return []
-            self._torn_down = True
         failures: list[str] = []
         if self._locked:
             try:
                 self._require()
             except HandedOver as exc:
+                self._torn_down = True
                 self.log(f"teardown skipped: {exc}")
                 return []
-            except LockNotHeld as exc:
-                self.log(f"teardown impossible: {exc}")
+            except LockNotHeld as exc:  # e.g. the Lease could not be read: a later call may still undo
+                self.log(f"teardown impossible now: {exc}")
                 return [str(exc)]
+        with self._mutex:
+            if self._torn_down:
+                return []
+            self._torn_down = True
         with signals_deferred(self.log):
             for pool in (self.entries, self.inherited):
                 for entry in list(reversed(pool)):

@@ -588,3 +588,37 @@ def test_rescue_of_a_killed_run_follows_its_policy_and_leaves_kept_changes(cloud
     assert state["releases"] == {}, "the killed run's releases were left"
     assert state["pools"]["nvidia-t4-pool"]["size"] == 2, "the pool was resized although the policy keeps it"
     assert any(e["kept"] for e in recorded(cloud)), "the kept run's entries were dropped"
+
+
+def test_a_lease_deleted_during_the_run_is_taken_again_and_the_teardown_runs(cloud, lines):
+    """Someone deletes the run-lock while the checks run: teardown is not skipped; the run re-creates the
+    Lease with its record and undoes everything."""
+    p = provisioner(cloud, lines)
+    p.setup()
+    with cloud.edit() as state:
+        state["leases"].clear()
+    p.teardown()
+    assert any("was deleted while this run held it: taking it again" in line for line in lines), lines
+    assert_untouched_at_start(cloud)
+
+
+def test_a_change_after_the_lock_was_taken_over_is_refused(cloud, lines):
+    """Between two steps another run takes the Lease: the next change is refused, nothing more is done."""
+    p = provisioner(cloud, lines)
+    planned = p.steps
+
+    def steal_before_resize():
+        out = planned()
+        resize = next(s for s in out if s.name == "resize")
+        needed = resize.needed
+
+        def stolen():
+            with cloud.edit() as state:
+                state["leases"]["default/llmd-conformance-run-lock"]["spec"]["holderIdentity"] = "run-thief"
+            return needed()
+        resize.needed = stolen
+        return out
+    p.steps = steal_before_resize
+    with pytest.raises(gke.steps.HandedOver, match="held by run-thief now"):
+        p.setup()
+    assert not any("resize" in c for c in cloud.commands())

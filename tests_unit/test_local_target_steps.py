@@ -79,3 +79,20 @@ def test_a_killed_runs_record_is_undone_by_the_next_run(tmp_path):
     assert nxt.returncode == 0, out
     assert "inherited from a previous run" in out, out
     assert leftovers(8) == []
+
+
+def test_not_root_is_refused_before_any_build(tmp_path, monkeypatch):
+    """The root check is the first step: a non-root run stops at once, not after a 40-minute build."""
+    from llmd_conformance import build
+    from llmd_conformance.local import cluster
+    from llmd_conformance.local.target import LocalTarget
+    from llmd_conformance.topology import load_topology
+
+    built = []
+    monkeypatch.setattr(cluster.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(build, "build_all", lambda **kwargs: built.append(kwargs))
+    target = LocalTarget(load_topology("pattern2"), tmp_path, log=lambda line: None)
+    assert [s.name for s in target.steps()][:3] == ["root", "build", "lock"]
+    with pytest.raises(cluster.ClusterError, match="root"):
+        target.setup()
+    assert built == [] and not target.cluster.locked

@@ -246,3 +246,18 @@ def test_a_signal_while_applying_undoes_everything_before_exit(tmp_path, signame
     out, _ = proc.communicate(timeout=30)
     assert "left []" in out, out
     assert proc.returncode != 0
+
+
+def test_a_lock_check_that_fails_does_not_mark_the_teardown_done():
+    """The lock could not be confirmed (API down): nothing is undone blindly, and a later call still undoes."""
+    world, record = World(), MemoryRecord()
+    e = engine(world, record)
+    e.lock()
+    e.run_step(create_step(world, "a"))
+    real_require = record.require
+    record.require = lambda: (_ for _ in ()).throw(ConnectionError("API server unreachable"))
+    assert e.teardown(TeardownPolicy("restore")) == ["refusing to change anything: API server unreachable"]
+    assert world.things == {"a": "run-test"}
+    record.require = real_require
+    assert e.teardown(TeardownPolicy("restore")) == []
+    assert world.things == {}
