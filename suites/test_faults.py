@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import pytest
 
+from llmd_conformance import timing
 from llmd_conformance.faults import BenchConfig, FaultBench, FaultTablePlugin, load_catalogue
 from llmd_conformance.targets import progress_writer
 
 pytestmark = [pytest.mark.faults]
 
 CATALOGUE = load_catalogue()
-# Ready waits, two helmfile syncs and the healthy checks come on top of the suite run's own timeout.
-RESTORE_BUDGET = 600
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +44,9 @@ def fault_bench(local_pattern2_only, target, kube, topology, run_config, pytestc
     return bench
 
 
-@pytest.mark.parametrize("fault", [pytest.param(f, id=f.name, marks=pytest.mark.timeout(f.timeout + RESTORE_BUDGET))
-                                   for f in CATALOGUE.faults])
+@pytest.mark.parametrize("fault", [
+    pytest.param(f, id=f.name, marks=pytest.mark.timeout(f.timeout + timing.DEFAULT.fault_restore))
+    for f in CATALOGUE.faults])
 def test_fault_is_failed_by_its_checks(fault, fault_bench):
     """The broken deployment fails the named checks with the named words, keeps the named ones passing,
     and is restored to a healthy deployment afterwards."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from llmd_conformance import timing
 from llmd_conformance.kube import label_selector, pod_proxy_get, pods_matching
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
@@ -97,7 +98,7 @@ def test_backends_serve_exactly_the_topology_models(kube, topology):
 def _gateway_answers(gateway_url: str) -> list[tuple[int, str, bytes, str]]:
     """(status, content type, body, answering pod) of GATEWAY_PROBES GETs of /v1/models, no retries."""
     answers = []
-    with httpx.Client(timeout=30.0, trust_env=False) as http:
+    with httpx.Client(timeout=timing.DEFAULT.models_request, trust_env=False) as http:
         for _ in range(GATEWAY_PROBES):
             response = http.get(f"{gateway_url}/{MODELS_PATH}")
             answers.append((response.status_code, response.headers.get("content-type", "?"), response.content,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from llmd_conformance import timing
 from llmd_conformance.kube import (
     condition_mismatch,
     find_condition,
@@ -19,15 +20,13 @@ pytestmark = [pytest.mark.smoke, pytest.mark.pattern2, pytest.mark.pattern1]
 
 POD_HEADER = "x-inference-pod"
 EXCERPT = 300
-# A healthy deployment passes at once; a broken one should not hold the quick subset for long.
-SMOKE_CONDITION_TIMEOUT = 30.0
 
 
 def test_model_answers_through_the_gateway(gateway_url, topology_model):
     """One completion request for the model through the gateway (no retry) gets 200 naming that model."""
     url = f"{gateway_url}/v1/completions"
     body = {"model": topology_model.id, "prompt": "Say hello.", "max_tokens": 8, "temperature": 0}
-    with httpx.Client(timeout=60.0, trust_env=False) as http:
+    with httpx.Client(timeout=timing.DEFAULT.smoke_request, trust_env=False) as http:
         try:
             response = http.post(url, json=body)
         except httpx.TransportError as exc:
@@ -86,4 +85,4 @@ def test_status_conditions_are_true(kube, topology, run_config):
             problems += _parent_problems(f"InferencePool ({kube.pool_api.api_version})", namespace, pool.name, obj,
                                          parents, gateway)
         assert not problems, "status conditions not as expected:\n" + "\n".join(f"  {p}" for p in problems)
-    wait_for(check, min(run_config.condition_timeout, SMOKE_CONDITION_TIMEOUT))
+    wait_for(check, min(run_config.condition_timeout, timing.DEFAULT.smoke_condition))

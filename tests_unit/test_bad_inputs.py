@@ -4,6 +4,7 @@ errors at start."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.plugin import check_gateway_reachable, read_options
-from llmd_conformance import convergence
+from llmd_conformance import convergence, timing
 from llmd_conformance.mixes import COMPLETIONS, RequestSpec
 from llmd_conformance.traffic import Outcome, TrafficDriver
 
@@ -77,14 +78,14 @@ def test_slow_loris_gateway_fails_the_reachability_probe_within_its_deadline():
 
 
 def test_slow_loris_gateway_is_given_up_on_by_the_warm_up(monkeypatch):
-    """Each warm-up probe has PROBE_DEADLINE in all; the model is reported as not serving, with why."""
-    monkeypatch.setattr(convergence, "PROBE_DEADLINE", DEADLINE)
+    """Each warm-up probe has timing's warmup_probe in all; the model is reported as not serving, with why."""
+    monkeypatch.setattr(timing, "DEFAULT", dataclasses.replace(timing.DEFAULT, warmup_probe=DEADLINE))
     with slow_loris() as url:
         started = time.monotonic()
         settled = convergence.await_serving(url, ["a"], timeout=0)
         elapsed = time.monotonic() - started
     assert elapsed < DEADLINE + SLACK, elapsed
-    assert settled["not_serving"] == {"a": "no complete answer within 1 s (PROBE_DEADLINE)"}
+    assert settled["not_serving"] == {"a": "no complete answer within 1 s (warmup_probe in llmd_conformance/timing.py)"}
 
 
 def test_slow_loris_gateway_is_a_timeout_for_the_traffic_driver():

@@ -2,6 +2,7 @@
 against fake clients (pods, conditions, the ..._must_have_... helpers)."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from llmd_conformance import kube as kube_module
+from llmd_conformance import timing
 from llmd_conformance.kube import (
     POOL_APIS,
     KubeError,
@@ -33,6 +34,7 @@ from llmd_conformance.kube import (
     parent_status,
     pod_gpus,
     pod_proxy_get,
+    pod_ready,
     pods_matching,
     url_for,
     yaml_excerpt,
@@ -203,22 +205,23 @@ def calls(server: FakeApiServer, path: str) -> int:
 
 
 def test_hanging_api_server_fails_a_call_within_the_request_timeout(hanging_server, tmp_path: Path, monkeypatch):
-    """An API server that accepts and never answers: connect()'s discovery call fails after
-    API_REQUEST_TIMEOUT, once (a timed-out call is not retried), naming the server and the call."""
-    monkeypatch.setattr(kube_module, "API_REQUEST_TIMEOUT", 0.5)
+    """An API server that accepts and never answers: connect()'s discovery call fails after timing's
+    api_request, once (a timed-out call is not retried), naming the server and the call."""
+    monkeypatch.setattr(timing, "DEFAULT", dataclasses.replace(timing.DEFAULT, api_request=0.5))
     server = hanging_server({}, {"/apis/inference.networking.k8s.io/v1"})
     started = time.monotonic()
     with pytest.raises(KubeError) as excinfo:
         connect(write_kubeconfig(tmp_path / "kubeconfig", server.url), "fake")
     assert time.monotonic() - started < 2.0
     assert str(excinfo.value) == (f"GET /apis/inference.networking.k8s.io/v1: the API server {server.url} did not "
-                                  f"answer within 0.5s (API_REQUEST_TIMEOUT); check that it is up and reachable")
+                                  f"answer within 0.5s (api_request in llmd_conformance/timing.py); check that it "
+                                  f"is up and reachable")
     assert calls(server, "/apis/inference.networking.k8s.io/v1") == 1
 
 
 def test_generated_api_calls_get_the_default_timeout(hanging_server, tmp_path: Path, monkeypatch):
-    """Typed calls (read_namespace) pass no _request_timeout of their own: they get API_REQUEST_TIMEOUT."""
-    monkeypatch.setattr(kube_module, "API_REQUEST_TIMEOUT", 0.5)
+    """Typed calls (read_namespace) pass no _request_timeout of their own: they get timing's api_request."""
+    monkeypatch.setattr(timing, "DEFAULT", dataclasses.replace(timing.DEFAULT, api_request=0.5))
     server = hanging_server({"/apis/inference.networking.k8s.io/v1": resources("inferencepools")},
                             {"/api/v1/namespaces/llm-d"})
     kube = connect(write_kubeconfig(tmp_path / "kubeconfig", server.url), "fake")
@@ -315,6 +318,30 @@ def test_pods_matching_builds_the_selector_and_skips_terminating_pods():
     assert [p.metadata.name for p in found] == ["a", "b"]
     assert asked == [(NS, "llm-d.ai/inferenceServing=true,llm-d.ai/model=gemma")]
     assert len(pods_matching(core, NS, {"x": "y"}, include_terminating=True)) == 3
+
+
+READY_CASES = {  # conditions, being deleted, Ready
+    "ready": ([{"type": "Ready", "status": "True"}], False, True),
+    "not ready": ([{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}], False, False),
+    "no conditions": ([], False, False),
+    "terminating": ([{"type": "Ready", "status": "True"}], True, False),
+}
+
+
+@pytest.mark.parametrize("case", READY_CASES)
+def test_pod_ready_reads_client_models_and_dicts_alike(case):
+    """Ready=True and not being deleted, for a pod from a typed call or one read as a dict."""
+    conditions, deleting, expected = READY_CASES[case]
+    stamp = "2026-01-01T00:00:00Z" if deleting else None
+    typed = client.V1Pod(metadata=client.V1ObjectMeta(name="p", deletion_timestamp=stamp),
+                         status=client.V1PodStatus(conditions=[client.V1PodCondition(**c) for c in conditions] or None))
+    plain = {"metadata": {"name": "p", **({"deletionTimestamp": stamp} if stamp else {})},
+             "status": {"conditions": conditions} if conditions else {}}
+    assert (pod_ready(typed), pod_ready(plain)) == (expected, expected)
+
+
+def test_pod_without_status_is_not_ready():
+    assert not pod_ready(client.V1Pod(metadata=client.V1ObjectMeta(name="p"))) and not pod_ready({"metadata": {}})
 
 
 def test_gpu_counts_and_pod_description():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from llmd_conformance.kube import pod_proxy_get
+from llmd_conformance.kube import describe_pod, pod_proxy_get, pod_ready
 from llmd_conformance.local.cluster import GPU_POOL, NODE_POOL_LABEL, LocalCluster
 from llmd_conformance.local.instance import ETCD_PORTS
 from llmd_conformance.local.podrunner import PodRunner
@@ -85,8 +85,7 @@ def _gpu_pod(name: str, model: str = "google/gemma-2b-it") -> dict:
 
 def _pod_ready(core, name):
     pod = core.read_namespaced_pod(name, NS)
-    ready = [c.status for c in pod.status.conditions or [] if c.type == "Ready"]
-    assert ready == ["True"], f"pod {name}: phase {pod.status.phase}, Ready {ready}, node {pod.spec.node_name}"
+    assert pod_ready(pod), f"pod {name} not Ready: {describe_pod(pod)}"
     return pod
 
 

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from llmd_conformance.build import binary
 from llmd_conformance.charts import prepare_charts
+from llmd_conformance.kube import pod_ready
 from llmd_conformance.local.cluster import LocalCluster
 from llmd_conformance.local.gateway import ADDRESS_PREFIX, CONTROLLER_NAME, GATEWAY_CLASS_NAME, GatewayController
 from llmd_conformance.local.podrunner import PodRunner
@@ -143,8 +144,7 @@ def deployed(stack, api, custom, port):
 
     def all_ready():
         pods = core.list_namespaced_pod(NS).items
-        not_ready = [p.metadata.name for p in pods
-                     if not any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+        not_ready = [p.metadata.name for p in pods if not pod_ready(p)]
         assert len(pods) >= 5 and not not_ready, f"pods not Ready: {not_ready} of {[p.metadata.name for p in pods]}"
     wait_for(all_ready, timeout=READY_TIMEOUT, interval=1)
     return core
