@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmd_conformance import redact
+from llmd_conformance import redact, timing
 from llmd_conformance.childenv import child_env
 from llmd_conformance.targets import TargetError
 
@@ -82,7 +82,7 @@ class CommandResult:
 class CommandRunner:
     """Runs external commands; every command line is printed (redacted) before it runs."""
 
-    def __init__(self, progress: Progress = stderr_progress, heartbeat_s: float = 60.0):
+    def __init__(self, progress: Progress = stderr_progress, heartbeat_s: float = timing.DEFAULT.command_heartbeat):
         self.progress = progress
         self.heartbeat_s = heartbeat_s
 
@@ -130,7 +130,7 @@ class CommandRunner:
         return result
 
 
-def _stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
+def _stop(proc: subprocess.Popen, grace_s: float = timing.DEFAULT.command_stop_grace) -> None:
     if proc.poll() is not None:
         return
     proc.terminate()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from llmd_conformance.commands import CommandError, CommandResult, CommandRunner, find_tool
+from llmd_conformance import timing
+from llmd_conformance.commands import CommandError, CommandResult, CommandRunner, find_tool, fmt_duration
 
 REPO = Path(__file__).resolve().parents[1]
 HELMFILE = REPO / "manifests" / "helmfile.yaml.gotmpl"
@@ -120,7 +121,7 @@ class HelmfileRunner:
 
     def uninstall_command(self, release: Release) -> list[str]:
         return [self.helm, "uninstall", release.name, "-n", release.namespace, "--ignore-not-found", "--wait",
-                "--timeout", "10m", *self._helm_context()]
+                "--timeout", fmt_duration(timing.DEFAULT.helm_uninstall), *self._helm_context()]
 
     def releases(self) -> list[Release]:
         """The releases the helmfile installs for this topology, in its order."""

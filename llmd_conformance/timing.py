@@ -43,6 +43,13 @@ class Timing:
     pod_proxy: float = 10.0  # one GET through the API server's pod proxy
     # -- GKE
     gke_wait: float = 45 * 60.0  # --provision: GPU nodes, then pods Ready with the model downloaded (--wait-timeout)
+    gke_poll: float = 10.0  # between two looks while waiting for GPU nodes or pods
+    gke_progress_every: float = 30.0  # between two progress lines of a long wait
+    gke_operation_wait: float = 15 * 60.0  # another operation on the cluster refusing our resize (retried)
+    gke_operation_retry: float = 30.0  # between two resize attempts while that operation runs
+    helm_uninstall: float = 10 * 60.0  # helm uninstall --wait (resources gone)
+    command_heartbeat: float = 60.0  # between two "still running" lines of a long gcloud/helm/helmfile
+    command_stop_grace: float = 30.0  # an interrupted tool between SIGTERM and SIGKILL
     # -- local target
     cluster_lock_wait: float = 0.0  # another run holding this instance's lock; 0: refuse at once (LLMD_CLUSTER_WAIT)
     apiserver_ready: float = 60.0  # kube-apiserver answering /readyz
@@ -58,8 +65,13 @@ class Timing:
     envoy_start: float = 20.0  # Envoy's admin interface ready
     envoy_config_load: float = 10.0  # Envoy loading a new listener, cluster or route config
     gateway_controller_stop: float = 30.0  # the gateway controller's loop ending
+    process_stop_grace: float = 5.0  # a control-plane process between SIGTERM and SIGKILL
     # -- fault catalogue: Ready waits, two helmfile syncs and the healthy checks, on top of a fault's own timeout
     fault_restore: float = 600.0
+    fault_suite_run: float = 300.0  # one fault's suite run, when the catalogue names no timeout
+    fault_settled: float = 150.0  # pods Ready after a change (a replaced pod can take ~45 s locally)
+    fault_healthy: float = 120.0  # the healthy deployment at rest before its smoke checks
+    fault_healthy_smoke: float = 180.0  # the healthy smoke run (its condition waits capped at smoke_condition)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Timing:
