@@ -13,6 +13,7 @@ import pytest
 
 from llmd_conformance.mixes import CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix
 from fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps
+from llmd_conformance.health import ERRORS, diagnose_errors, read_health
 from llmd_conformance.traffic import Outcome, TrafficDriver
 from llmd_conformance.verdict import (Criteria, SequentialTest, diagnose, explain, format_run, measure_routing,
                               routing_summary)
@@ -36,11 +37,15 @@ def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, k
                 seed_replay_models=[m.id for m in topology.models] if opts.replay_seed_protocol else (),
                 seed_rng=random.Random(opts.mix_seed), seed_retry_interval=opts.seed_retry_interval)
 
+    before = read_health(kube, topology)  # to date restarts and replaced pods if the answers hold errors
     outcome = asyncio.run(run())
-    diagnosis = None
+    parts = []
     if not outcome.decision.passed:
         pod_models, pool_pods = cluster_pod_maps(kube.core, topology)
-        diagnosis = diagnose(topology, outcome.results, pod_models, pool_pods)
+        parts.append(diagnose(topology, outcome.results, pod_models, pool_pods))
+    if any(r.outcome in ERRORS for r in outcome.results):  # also on a pass: a run that met errors says where
+        parts.append(diagnose_errors(topology, outcome.results, before, read_health(kube, topology)))
+    diagnosis = "; also ".join(p for p in parts if p) or None
     conformance_report.record_routing(
         routing_summary(outcome, topology=topology.name, mix_seed=opts.mix_seed, diagnosis=diagnosis))
     add_terminal_summary(pytestconfig, format_run(outcome, topology=topology.name, mix_seed=opts.mix_seed,
