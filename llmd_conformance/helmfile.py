@@ -67,10 +67,11 @@ class HelmfileRunner:
 
     @classmethod
     def local(cls, topology, kubeconfig: Path | None, progress: Callable[[str], None]) -> HelmfileRunner:
-        """The local environment, with the helm and helmfile this machine built."""
+        """The topology's local environment (`local` or `gke-local`), with the helm and helmfile this machine built."""
         from llmd_conformance import build
 
-        return cls.for_topology(topology, "local", CommandRunner(progress=progress), kubeconfig=kubeconfig,
+        return cls.for_topology(topology, topology.local_environment, CommandRunner(progress=progress),
+                                kubeconfig=kubeconfig,
                                 helmfile=str(build.binary("helmfile")), helm=str(build.binary("helm")))
 
     def preflight(self) -> None:

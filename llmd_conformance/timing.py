@@ -65,6 +65,8 @@ class Timing:
     envoy_start: float = 20.0  # Envoy's admin interface ready
     envoy_config_load: float = 10.0  # Envoy loading a new listener, cluster or route config
     gateway_controller_stop: float = 30.0  # the gateway controller's loop ending
+    # GKE mode of the local gateway: from taking a Gateway to serving its routes (404 `fault filter abort` until then)
+    gke_local_programming_delay: float = 20.0
     process_stop_grace: float = 5.0  # a control-plane process between SIGTERM and SIGKILL
     # -- fault catalogue: Ready waits, two helmfile syncs and the healthy checks, on top of a fault's own timeout
     fault_restore: float = 600.0

@@ -81,9 +81,10 @@ def test_catalogue_has_at_least_20_faults_covering_issue_7(catalogue):
 
 
 def test_every_fault_names_a_failing_check_with_words(catalogue):
-    """Each fault expects at least one check to fail, with at least one word, and says what it is."""
+    """Each fault expects at least one check to fail, with at least one word (or, a healthy variation,
+    every check to pass), and says what it is."""
     bad = [f.name for f in catalogue.faults
-           if not f.expect or not all(e.words for e in f.expect) or len(f.description) < 40]
+           if not (f.expect or f.must_pass) or not all(e.words for e in f.expect) or len(f.description) < 40]
     assert not bad, f"faults without an expected failing check, its words or a description: {bad}"
 
 
@@ -235,6 +236,8 @@ def test_a_minimal_catalogue_parses_with_defaults():
     ({"expect": [{"check": "suites/test_smoke.py::test_status_conditions_are_true", "words": []}]},
      "expect[0].words: must not be empty"),
     ({"expect": []}, "expect: name at least one check that must fail"),
+    ({"expectPass": True}, "faults[0] (epp-gone): expectPass: true means every check passes; it cannot also expect"),
+    ({"expectPass": "yes"}, "expectPass: expected true (or leave it out), found 'yes'"),
     ({"name": "Bad Name"}, "faults[0].name: 'Bad Name' must be lower-case words joined by dashes"),
     ({"retries": 3}, "faults[0]: unknown key(s) retries (allowed: name, description, steps"),
     ({"timeout": 0}, "timeout: expected seconds in (0, 1800], found 0"),
@@ -340,6 +343,25 @@ def test_judge_fails_a_fault_that_breaks_a_check_it_must_not(run):
     result.restored = True
     assert result.detections[0].detected and not result.passed
     assert result.broke_healthy == ["suites/test_smoke.py::test_status_conditions_are_true error: fixture error"]
+
+
+def test_a_healthy_variation_passes_only_when_every_check_passes(run, tmp_path):
+    """expectPass: any failed or erroring check of the run is a false fail; the table says which."""
+    data = {k: v for k, v in GOOD_FAULT.items() if k != "expect"} | {"expectPass": True}
+    fault = parse_catalogue({"healthy": "pattern2", "faults": [data]}, Path("c.yaml")).faults[0]
+    assert fault.must_pass and fault.expect == ()
+    result = judge(fault, run)
+    result.restored = True
+    assert not result.passed
+    assert "failed although every check must pass: suites/test_smoke.py::test_status_conditions_are_true" in result.explain()
+    assert format_table([result]).splitlines()[1].split()[:5] == ["epp-gone", "(every", "check", "passes)", "NO"]
+    path = tmp_path / "green.xml"
+    path.write_text(JUNIT.split("<testcase classname=\"suites.test_gpu_placement\" name=\"test_model_pods_are_running_and_ready[micro")[0]
+                    + "</testsuite></testsuites>")
+    green = judge(fault, SuiteRun(["pytest"], 0, 5.0, parse_junit(path), tmp_path / "pytest.log"))
+    green.restored = True
+    assert green.passed, green.explain()
+    assert format_table([green]).splitlines()[1].split()[4:] == ["yes", "all", "passed"]
 
 
 def test_judge_reports_a_run_that_timed_out_or_wrote_nothing(tmp_path):

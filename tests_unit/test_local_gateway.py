@@ -108,8 +108,8 @@ def routes_of(result) -> list[ev.Route]:
 
 def test_gateway_of_another_class_is_ignored():
     """Only Gateways whose class names our controller are programmed."""
-    snap = pattern2(gateway_classes=[gateway_class(), gateway_class("gke-l7", "networking.gke.io/gateway")],
-                    gateways=[gateway(cls="gke-l7")])
+    snap = pattern2(gateway_classes=[gateway_class(), gateway_class("other", "example.net/other-gateway")],
+                    gateways=[gateway(cls="other")])
     result = plan(snap, {})
     assert result.listeners == [] and result.gateways == []
     assert result.route_parents[(NS, "llm-d-pattern2")] == [], "no status may be written for a foreign Gateway's routes"
@@ -344,18 +344,18 @@ def test_v1alpha2_pool_is_parsed_and_gets_parent_without_controller_name():
 
 def test_route_parent_merge_keeps_other_controllers_and_drops_our_stale_entries():
     """Entries of other controllers survive; our entries are replaced as a whole."""
-    foreign = {"parentRef": {"name": "gke-gw"}, "controllerName": "networking.gke.io/gateway", "conditions": []}
+    foreign = {"parentRef": {"name": "other-gw"}, "controllerName": "example.net/other-gateway", "conditions": []}
     stale = {"parentRef": {"name": "deleted-gw"}, "controllerName": CONTROLLER_NAME, "conditions": []}
     ours = {"parentRef": {"name": GW}, "controllerName": CONTROLLER_NAME,
             "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "observedGeneration": 1}]}
     merged = merge_route_parents([foreign, stale], [ours], now="T1")
-    assert [p["parentRef"]["name"] for p in merged] == ["gke-gw", GW]
+    assert [p["parentRef"]["name"] for p in merged] == ["other-gw", GW]
 
 
 def test_v1_pool_merge_keeps_entries_of_other_controllers():
     """status.parents[] entries with another controllerName are left alone."""
-    foreign = {"parentRef": {"name": "gke-gw", "namespace": NS, "kind": "Gateway"},
-               "controllerName": "networking.gke.io/gateway", "conditions": []}
+    foreign = {"parentRef": {"name": "other-gw", "namespace": NS, "kind": "Gateway"},
+               "controllerName": "example.net/other-gateway", "conditions": []}
     assert merge_pool_parents([foreign], [], v1alpha2=False, managed={(NS, GW)}, now="T") == [foreign]
 
 

@@ -30,7 +30,7 @@ def only_problem(data: dict | str) -> str:
     return problems[0]
 
 
-@pytest.mark.parametrize("name", ["pattern1", "pattern2", "pattern2-single-pool"])
+@pytest.mark.parametrize("name", ["pattern1", "pattern2", "pattern2-single-pool", "pattern2-gke-local"])
 def test_shipped_topologies_load(name):
     """Every topology under manifests/topologies loads without problems."""
     topology = load_topology(name)
@@ -73,7 +73,8 @@ def test_unknown_topology_name_lists_the_known_ones():
     """An unknown name says which names exist."""
     with pytest.raises(TopologyError) as excinfo:
         load_topology("pattern3")
-    assert str(excinfo.value) == ("unknown topology 'pattern3' (known: pattern1, pattern2, pattern2-single-pool); "
+    assert str(excinfo.value) == ("unknown topology 'pattern3' (known: pattern1, pattern2, pattern2-gke-local, "
+                                  "pattern2-single-pool); "
                                   "pass one of these names or the path of a topology YAML file")
 
 
@@ -187,6 +188,15 @@ def test_model_rule_without_bbr_header():
     problems = problems_of(data)
     assert problems[0].startswith(f"{SHOWN}: routes[0].rules[0].model: matching on the model needs the header BBR "
                                   f"copies it into; add bbr:")
+
+
+def test_local_environment_defaults_to_local_and_names_a_local_helmfile_environment():
+    """The local target installs with `helmfile -e local` unless the topology asks for gke-local (GKE's values)."""
+    assert load_topology("pattern2").local_environment == "local"
+    assert load_topology("pattern2-gke-local").local_environment == "gke-local"
+    data = base() | {"localEnvironment": "gke"}
+    assert only_problem(data) == (f"{SHOWN}: localEnvironment: 'gke' is not an environment the local target installs "
+                                  "with; use one of local, gke-local")
 
 
 def test_bbr_service_defaults_to_the_gie_chart_and_can_be_named():
