@@ -22,7 +22,7 @@ import yaml
 from kubernetes.client import ApiException
 
 from llmd_conformance import health
-from llmd_conformance.kube import GATEWAY_GROUP, GATEWAY_VERSION, to_plain
+from llmd_conformance.kube import GATEWAY_GROUP, GATEWAY_VERSION, to_plain, url_for
 from llmd_conformance.redact import MASK, redact
 
 if TYPE_CHECKING:
@@ -140,8 +140,11 @@ def collect(report_dir: Path, topology: Topology, connect: Callable[[], Kube], *
     namespace = topology.namespace
     kube = bundle.attempt("connecting to the cluster", connect)
     components: dict[str, Any] = {}
+    address = None
     if kube is not None:
-        components = _collect_cluster(bundle, kube, topology)
+        components, address = _collect_cluster(bundle, kube, topology)
+    if gateway_url is None and address:  # targets that read it from the Gateway's status, as the checks do
+        gateway_url = url_for(address, topology.listener_port)
     logs = report_dir / "logs"
     index = {
         "kind": KIND,
@@ -162,8 +165,9 @@ def collect(report_dir: Path, topology: Topology, connect: Callable[[], Kube], *
     return folder
 
 
-def _collect_cluster(bundle: Bundle, kube: Kube, topology: Topology) -> dict[str, Any]:
-    """Every part of the bundle that reads the cluster; returns the index's component table."""
+def _collect_cluster(bundle: Bundle, kube: Kube, topology: Topology) -> tuple[dict[str, Any], str | None]:
+    """Every part of the bundle that reads the cluster; returns the index's component table and the
+    Gateway's first address."""
     ns = topology.namespace
     lists: dict[str, Callable[[], list]] = {
         "gateways": lambda: kube.list_gateway_objects(ns, "gateways"),
@@ -183,26 +187,27 @@ def _collect_cluster(bundle: Bundle, kube: Kube, topology: Topology) -> dict[str
     events = bundle.attempt(f"listing events in {ns}", lambda: kube.core.list_namespaced_event(ns).items)
     if events is not None:
         bundle.write("events.txt", event_lines(events), f"events in namespace {ns}, oldest first ({len(events)})")
+    address = None
     if "gateways" in read:
-        bundle.attempt("gateway status", lambda: _gateway_status(bundle, kube, topology, read["gateways"]))
+        address = bundle.attempt("gateway status", lambda: _gateway_status(bundle, kube, topology, read["gateways"]))
     pods = [to_plain(p) for p in read.get("pods", [])]
     log_files = {}
     for pod in pods:
         log_files.update(_pod_logs(bundle, kube, ns, pod))
     if not {"pods", "services", "endpointslices"} <= read.keys():
-        return {}
+        return {}, address
     state = health.NamespaceState(pods, [to_plain(s) for s in read["services"]],
                                   [to_plain(s) for s in read["endpointslices"]])
-    return _components(health.health_of(topology, state), log_files)
+    return _components(health.health_of(topology, state), log_files), address
 
 
-def _gateway_status(bundle: Bundle, kube: Kube, topology: Topology, gateways: list[dict]) -> None:
+def _gateway_status(bundle: Bundle, kube: Kube, topology: Topology, gateways: list[dict]) -> str | None:
     gateway = next((g for g in gateways if (g.get("metadata") or {}).get("name") == topology.gateway_name), None)
     if gateway is None:
         names = [(g.get("metadata") or {}).get("name") for g in gateways]
         bundle.problems.append(f"gateway status: Gateway {topology.gateway_name} not in {topology.namespace} "
                                f"(Gateways there: {names or 'none'})")
-        return
+        return None
     class_name = (gateway.get("spec") or {}).get("gatewayClassName")
     controller = None
     if class_name:
@@ -216,6 +221,7 @@ def _gateway_status(bundle: Bundle, kube: Kube, topology: Topology, gateways: li
                            "conditions": status.get("conditions") or [], "listeners": status.get("listeners") or []},
                           sort_keys=False)
     bundle.write("gateway.yaml", text, f"Gateway {topology.gateway_name}: class, controller, addresses, status")
+    return next((a.get("value") for a in status.get("addresses") or [] if a.get("value")), None)
 
 
 def _pod_logs(bundle: Bundle, kube: Kube, namespace: str, pod: Mapping) -> dict[str, list[str]]:

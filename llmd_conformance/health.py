@@ -193,9 +193,12 @@ def diagnose_errors(topology: Topology, results: Sequence[RequestResult], before
         line = f"{model} ({_status_counts(failed)}): "
         if faulty:
             line += "likely the " + "; also the ".join(f"{c.label}: {', '.join(f)}" for c, f in faulty)
+        elif all(r.outcome is Outcome.TIMEOUT for r in failed):
+            line += ("no component shows a fault (Ready, no restart, endpoints present): the answers were slower "
+                     "than the request timeout, from a slow backend or gateway")
         else:
-            line += ("no component shows a fault (Ready, no restart, endpoints present); look at the gateway's own "
-                     "logs in the diagnostics bundle")
+            line += ("no component shows a fault (Ready, no restart, endpoints present); look at the answers below, "
+                     "the HTTPRoute's status and the gateway's logs in the diagnostics bundle")
         if healthy and faulty:
             line += f" (healthy: {', '.join(healthy)})"
         parts.append(line)

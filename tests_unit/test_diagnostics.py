@@ -90,6 +90,7 @@ def test_a_failing_run_leaves_a_redacted_bundle_written_before_the_teardown(suit
     assert listing(folder) == LISTING
     index = yaml.safe_load((folder / "index.yaml").read_text())
     assert index["why"] == ["test_checks.py::test_deliberately_failing_check (call failed)"]
+    assert index["gateway"]["url"] == "http://127.77.0.4:80"  # the target has none: from the Gateway's status
     assert index["problems"] == []
     epp = index["components"]["EPP of pool gaie-phi (Service gaie-phi-epp)"]
     assert epp == {"readyEndpoints": 1, "pods": {"gaie-phi-epp-0": {

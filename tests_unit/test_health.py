@@ -117,12 +117,18 @@ def test_missing_epp_service_and_errors_for_unknown_names(pattern2):
     assert "(unknown model names) (1 × 500): no component shows a fault" in diagnosis
 
 
-def test_healthy_components_point_at_the_gateway(pattern2):
+@pytest.mark.parametrize(("status", "hint"), [
+    (502, "; look at the answers below, the HTTPRoute's status and the gateway's logs in the diagnostics bundle"),
+    (None, ": the answers were slower than the request timeout, from a slow backend or gateway"),
+])
+def test_healthy_components_say_so_and_where_to_look(pattern2, status, hint):
+    """Seen in the fault catalogue: a route to a wrong backendRef group (500s), a backend slower than
+    the request timeout; nothing behind the model is down, so no component is named."""
     healthy = deployment(pattern2)
     before, after = looks(pattern2, healthy, healthy)
-    diagnosis = diagnose_errors(pattern2, run_with_errors(GEMMA, 1, status=502), before, after)
-    assert diagnosis.endswith("google/gemma-2b-it (1 × 502): no component shows a fault (Ready, no restart, "
-                              "endpoints present); look at the gateway's own logs in the diagnostics bundle")
+    diagnosis = diagnose_errors(pattern2, run_with_errors(GEMMA, 1, status=status), before, after)
+    assert diagnosis.endswith(f"google/gemma-2b-it (1 × {status or 'timeout'}): no component shows a fault (Ready, "
+                              f"no restart, endpoints present){hint}")
 
 
 def test_an_unreadable_cluster_is_said_and_never_raises(pattern2):
