@@ -14,7 +14,8 @@ The controller (gateway.py) creates GatewayClass `llmd-local-gke` with GKE's con
 - The data plane is programmed only `programming_delay` seconds after the controller takes the
   Gateway (annotation llmd.local/gke-programming-delay, default timing.gke_local_programming_delay);
   until then every request gets 404 `fault filter abort` although the status already says
-  Programmed with an address, as while GKE's load balancer propagates.
+  Programmed with an address, as while GKE's load balancer propagates. (No source says when GKE
+  sets Programmed; True at once is the harder case for a suite: only the answers tell.)
 - Body-based routing comes only from a GCPRoutingExtension targeting the Gateway (the llmd.local
   annotation is ignored); a backendRef Service without that port with appProtocol HTTP2 makes the
   Gateway Programmed=False. Without a HealthCheckPolicy on that Service, GKE's default HTTP
