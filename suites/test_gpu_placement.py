@@ -61,7 +61,7 @@ def test_gpu_nodes_are_available(kube, topology):
         f"allocatable {GPU_RESOURCE}, found {usable}; nodes with the label:\n{listing}")
 
 
-def test_model_has_expected_replica_count(kube, topology, topology_model, run_config):
+def test_model_has_expected_replica_count(kube, topology, topology_model, condition_timeout):
     """The model runs exactly `replicas` pods (pods being deleted are not counted)."""
     selector = label_selector(topology_model.pod_labels)
     expected = topology_model.replicas
@@ -71,10 +71,10 @@ def test_model_has_expected_replica_count(kube, topology, topology_model, run_co
         found = len(names)
         assert found == expected, (f"model {topology_model.id}: expected {expected} pod(s) matching {selector} in "
                                    f"{topology.namespace}, found {found}: {', '.join(names) or 'none'}")
-    wait_for(check, run_config.condition_timeout)
+    wait_for(check, condition_timeout)
 
 
-def test_model_pods_are_running_and_ready(kube, topology, topology_model, run_config):
+def test_model_pods_are_running_and_ready(kube, topology, topology_model, condition_timeout):
     """Every pod of the model is Running and Ready; a pod Pending for want of GPUs is reported as such."""
     selector = label_selector(topology_model.pod_labels)
 
@@ -85,7 +85,7 @@ def test_model_pods_are_running_and_ready(kube, topology, topology_model, run_co
         explained = [f"  {_explain_not_ready(kube, topology.namespace, p)}" for p in bad[:5]]
         assert not explained, (f"model {topology_model.id}: {len(bad)} of {len(pods)} pod(s) not Running and Ready:\n"
                                + "\n".join(explained))
-    wait_for(check, run_config.condition_timeout)
+    wait_for(check, condition_timeout)
 
 
 def test_model_pods_reserve_their_gpus(kube, topology, topology_model):

@@ -1,7 +1,10 @@
 """Check 4: HTTPRoute binding. Each route of the topology exists with the topology's rules, points
 at InferencePools of the API group the cluster serves, is accepted by the Gateway with its
 references resolved, the Gateway is programmed with an address on the topology's port, and the
-body-based router that sets the header the rules match is ready."""
+body-based router that sets the header the rules match is ready and attached to the Gateway.
+
+Which status conditions must be True, and which must only not be False, is the gateway profile's
+(llmd_conformance/profiles.py): what the implementation under test really writes."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,6 +12,7 @@ from collections import Counter
 import pytest
 from kubernetes.client import ApiException
 
+from fixtures.gateway_profile_plugin import judged_status
 from llmd_conformance.kube import (
     POOL_APIS,
     condition_mismatch,
@@ -21,6 +25,7 @@ from llmd_conformance.kube import (
     service_must_have_ready_endpoints,
     yaml_excerpt,
 )
+from llmd_conformance.profiles import GCP_ROUTING_EXTENSION, bbr_attachment_problems
 from llmd_conformance.waits import wait_for
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
@@ -102,27 +107,38 @@ def test_httproute_backend_refs_are_inferencepools_of_the_served_group(kube, top
                        f"InferencePool in group {group} (served by this cluster):\n" + "\n".join(wrong[:5]))
 
 
-def test_httproute_is_accepted_by_the_gateway(kube, topology, topology_route, run_config):
-    """The route's status entry for the Gateway has Accepted=True."""
-    httproute_must_have_condition(kube, topology.namespace, topology_route.name, topology.gateway_name,
-                                  "Accepted", "True", timeout=run_config.condition_timeout)
+def test_httproute_is_accepted_by_the_gateway(kube, topology, topology_route, gateway_profile, condition_timeout):
+    """The route's status entry for the Gateway has Accepted as the gateway profile expects (True)."""
+    httproute_must_have_condition(kube, topology.namespace, topology_route.name, topology.gateway_name, "Accepted",
+                                  judged_status(gateway_profile, "HTTPRoute", "Accepted"), timeout=condition_timeout)
 
 
-def test_httproute_references_are_resolved(kube, topology, topology_route, run_config):
-    """The route's status entry for the Gateway has ResolvedRefs=True (every backend pool exists)."""
-    httproute_must_have_condition(kube, topology.namespace, topology_route.name, topology.gateway_name,
-                                  "ResolvedRefs", "True", timeout=run_config.condition_timeout)
+def test_httproute_references_are_resolved(kube, topology, topology_route, gateway_profile, condition_timeout):
+    """The route's status entry for the Gateway has ResolvedRefs as the profile expects (True: every backend pool exists)."""
+    httproute_must_have_condition(kube, topology.namespace, topology_route.name, topology.gateway_name, "ResolvedRefs",
+                                  judged_status(gateway_profile, "HTTPRoute", "ResolvedRefs"), timeout=condition_timeout)
 
 
-def test_gateway_is_accepted(kube, topology, run_config):
-    """The Gateway has Accepted=True."""
-    gateway_must_have_condition(kube, topology.namespace, topology.gateway_name, "Accepted", "True",
-                                timeout=run_config.condition_timeout)
+def test_httproute_implementation_conditions_hold(kube, topology, topology_route, gateway_profile, condition_timeout):
+    """The route conditions only this implementation writes hold for the Gateway, as its gateway profile names
+    them (GKE: Reconciled=True; False when a backend pool has no pods while Accepted and ResolvedRefs stay True).
+    The strict profiles name none. (Those of Gateways and pools: test_smoke.py's test_status_conditions_are_true.)"""
+    for rule in gateway_profile.implementation_rules("HTTPRoute"):
+        httproute_must_have_condition(kube, topology.namespace, topology_route.name, topology.gateway_name, rule.type,
+                                      rule.status, timeout=condition_timeout)
 
 
-def test_gateway_is_programmed_with_an_address(kube, topology, run_config):
-    """The Gateway has Programmed=True and an address in status.addresses (both reported when missing)."""
+def test_gateway_is_accepted(kube, topology, gateway_profile, condition_timeout):
+    """The Gateway has Accepted as the gateway profile expects (True)."""
+    gateway_must_have_condition(kube, topology.namespace, topology.gateway_name, "Accepted",
+                                judged_status(gateway_profile, "Gateway", "Accepted"), timeout=condition_timeout)
+
+
+def test_gateway_is_programmed_with_an_address(kube, topology, gateway_profile, condition_timeout):
+    """The Gateway has an address in status.addresses and Programmed as the profile expects (True); both
+    reported when missing."""
     namespace, name = topology.namespace, topology.gateway_name
+    programmed = gateway_profile.rule("Gateway", "Programmed")
 
     def check():
         gateway = get_or_none(lambda: kube.get_gateway_object(namespace, "gateways", name))
@@ -132,13 +148,14 @@ def test_gateway_is_programmed_with_an_address(kube, topology, run_config):
         problems = []
         if not any(a.get("value") for a in status.get("addresses") or []):
             problems.append("no address in status.addresses")
-        why = condition_mismatch(find_condition(conditions, "Programmed"), "True", None, generation_of(gateway))
+        why = programmed and condition_mismatch(find_condition(conditions, "Programmed"), programmed.status, None,
+                                                generation_of(gateway))
         if why:
-            problems.append(f"expected Programmed=True, {why}")
+            problems.append(f"expected {programmed.describe()}, {why}")
         assert not problems, (f"Gateway {namespace}/{name} (class {gateway.get('spec', {}).get('gatewayClassName')}): "
                               + "; ".join(problems) + "; conditions: "
                               + ("; ".join(format_condition(c) for c in conditions) or "none"))
-    wait_for(check, run_config.condition_timeout)
+    wait_for(check, condition_timeout)
 
 
 def test_gateway_listens_on_the_topology_port(kube, topology):
@@ -150,10 +167,30 @@ def test_gateway_listens_on_the_topology_port(kube, topology):
         + yaml_excerpt(deployed, ["spec.listeners"]))
 
 
-def test_body_based_router_has_ready_endpoints(kube, topology, run_config):
+def test_body_based_router_has_ready_endpoints(kube, topology, condition_timeout):
     """The body-based router that sets the header the rules match has a ready endpoint (topologies with bbr)."""
     if topology.bbr_header is None:
         pytest.skip(f"topology {topology.name} routes without body-based routing (no bbr)")
     service_must_have_ready_endpoints(kube, topology.namespace, topology.bbr_service, topology.bbr_port,
-                                      f"body-based router (sets {topology.bbr_header})",
-                                      timeout=run_config.condition_timeout)
+                                      f"body-based router (sets {topology.bbr_header})", timeout=condition_timeout)
+
+
+def test_body_based_router_is_attached_to_the_gateway(kube, topology, gateway_profile, condition_timeout):
+    """The body-based router is attached to the Gateway the way the gateway profile says: on GKE a
+    GCPRoutingExtension targeting the Gateway with the BBR Service and port, and a HealthCheckPolicy for
+    that Service; an ext_proc filter inside the proxy shows only as its Service's ready endpoints (topologies
+    with bbr)."""
+    if topology.bbr_header is None:
+        pytest.skip(f"topology {topology.name} routes without body-based routing (no bbr)")
+    if gateway_profile.bbr_attachment != GCP_ROUTING_EXTENSION:
+        service_must_have_ready_endpoints(kube, topology.namespace, topology.bbr_service, topology.bbr_port,
+                                          f"body-based router (ext_proc filter of {gateway_profile.title()})",
+                                          timeout=condition_timeout)
+        return
+
+    def check():
+        problems = bbr_attachment_problems(kube, topology)
+        assert not problems, (f"body-based router (Service {topology.namespace}/{topology.bbr_service} port "
+                              f"{topology.bbr_port}) is not attached to Gateway {topology.gateway_name}:\n"
+                              + "\n".join(f"  {p}" for p in problems))
+    wait_for(check, condition_timeout)

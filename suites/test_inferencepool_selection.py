@@ -1,5 +1,6 @@
 """Check 2: InferencePool selection. Each pool selects exactly the pods of its models, on the
-topology's ports, names a ready endpoint picker, and is accepted by the Gateway.
+topology's ports, names a ready endpoint picker, and is accepted by the Gateway (its status
+conditions as the gateway profile expects them, llmd_conformance/profiles.py).
 
 A model's pods here are the pods carrying its podLabels (which alone identify the model), so a pod
 that lost a selector label shows up as "missing" with its labels instead of vanishing."""
@@ -10,6 +11,7 @@ import re
 import pytest
 from kubernetes.client import ApiException
 
+from fixtures.gateway_profile_plugin import judged_status
 from llmd_conformance.kube import (
     inferencepool_must_have_condition,
     label_selector,
@@ -112,19 +114,21 @@ def test_pool_endpoint_picker_ref_matches_topology(kube, topology, topology_pool
                                f"{yaml_excerpt(deployed, [field])}")
 
 
-def test_pool_endpoint_picker_service_has_ready_endpoints(kube, topology, topology_pool, run_config):
+def test_pool_endpoint_picker_service_has_ready_endpoints(kube, topology, topology_pool, condition_timeout):
     """The EPP Service exists, exposes the EPP port, and its EndpointSlices hold a ready endpoint for it."""
     service_must_have_ready_endpoints(kube, topology.namespace, topology_pool.epp_service, topology_pool.epp_port,
-                                      "EPP", timeout=run_config.condition_timeout)
+                                      "EPP", timeout=condition_timeout)
 
 
-def test_pool_is_accepted_by_the_gateway(kube, topology, topology_pool, run_config):
-    """The pool's status entry for the Gateway has Accepted=True."""
+def test_pool_is_accepted_by_the_gateway(kube, topology, topology_pool, gateway_profile, condition_timeout):
+    """The pool's status entry for the Gateway has Accepted as the gateway profile expects (True)."""
+    inferencepool_must_have_condition(kube, topology.namespace, topology_pool.name, topology.gateway_name, "Accepted",
+                                      judged_status(gateway_profile, "InferencePool", "Accepted"),
+                                      timeout=condition_timeout)
+
+
+def test_pool_references_are_resolved(kube, topology, topology_pool, gateway_profile, condition_timeout):
+    """The pool's status entry for the Gateway has ResolvedRefs as the profile expects (True; on GKE only not False)."""
     inferencepool_must_have_condition(kube, topology.namespace, topology_pool.name, topology.gateway_name,
-                                      "Accepted", "True", timeout=run_config.condition_timeout)
-
-
-def test_pool_references_are_resolved(kube, topology, topology_pool, run_config):
-    """The pool's status entry for the Gateway has ResolvedRefs=True."""
-    inferencepool_must_have_condition(kube, topology.namespace, topology_pool.name, topology.gateway_name,
-                                      "ResolvedRefs", "True", timeout=run_config.condition_timeout)
+                                      "ResolvedRefs", judged_status(gateway_profile, "InferencePool", "ResolvedRefs"),
+                                      timeout=condition_timeout)

@@ -1,7 +1,8 @@
 """Check 3: /v1/models discovery. Each backend pod lists exactly its model (asked through the API
 server's pod proxy); together the backends serve exactly the topology's models; through the gateway
-the listing is either routed (a catch-all rule) or not (rules that all name a model), and whether a
-routed listing is aggregated or depends on which pod answered is recorded in the report."""
+the listing is either routed (a catch-all rule) or not (rules that all name a model: the gateway's
+own no-route answer, as its gateway profile describes it), and whether a routed listing is
+aggregated or depends on which pod answered is recorded in the report."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import pytest
 
 from llmd_conformance import timing
 from llmd_conformance.kube import label_selector, pod_proxy_get, pods_matching
+from llmd_conformance.traffic import AnswerKind, answer_kind, whose_answer
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
 
@@ -114,29 +116,35 @@ def describe_listing_mode(listings: list[frozenset[str]], models: set[str]) -> s
     return "depends on the answering pod: " + ", ".join(f"{ids} x{n}" for ids, n in sorted(counts.items()))
 
 
-def test_gateway_models_listing_matches_routing(gateway_url, topology, conformance_report):
-    """GET /v1/models through the gateway lists only topology models when a catch-all rule routes it, else is 404."""
+def test_gateway_models_listing_matches_routing(gateway_url, topology, conformance_report, gateway_profile):
+    """GET /v1/models through the gateway lists only topology models when a catch-all rule routes it, else
+    gets the gateway's no-route answer (reference: 404 with an empty body); other answers are named by kind."""
     url = f"{gateway_url}/{MODELS_PATH}"
     answers = _gateway_answers(gateway_url)
     models = {m.id for m in topology.models}
+    known = gateway_profile.answers
     if not topology.has_catch_all_rule:
         conformance_report.add_property("gatewayModelsListing", "not routed (every rule matches a model header)")
-        wrong = [f"  answer {i + 1}: HTTP {status} {ctype} from pod {pod}: {body[:EXCERPT]!r}"
-                 for i, (status, ctype, body, pod) in enumerate(answers) if status != 404]
+        wrong = [f"  answer {i + 1}: HTTP {status}{whose_answer(known, status, body)} {ctype} from pod {pod}: "
+                 f"{body[:EXCERPT]!r}"
+                 for i, (status, ctype, body, pod) in enumerate(answers)
+                 if answer_kind(known, status, body) is not AnswerKind.NO_ROUTE]
         assert not wrong, (f"every HTTPRoute rule of topology {topology.name} matches the model header and GET {url} "
-                           f"carries no model, so no rule matches and the Gateway must answer 404; "
-                           f"{len(wrong)} of {len(answers)} answers differ:\n" + "\n".join(wrong[:5]))
+                           f"carries no model, so no rule matches and the Gateway must give "
+                           f"{known.describe(AnswerKind.NO_ROUTE)}; {len(wrong)} of {len(answers)} answers differ:\n"
+                           + "\n".join(wrong[:5]))
         return
     listings, wrong = [], []
     for i, (status, ctype, body, pod) in enumerate(answers):
         try:
             parsed = json.loads(body)
         except ValueError:
-            wrong.append(f"  answer {i + 1}: HTTP {status} {ctype}, not JSON; first {EXCERPT} bytes: {body[:EXCERPT]!r}")
+            wrong.append(f"  answer {i + 1}: HTTP {status}{whose_answer(known, status, body)} {ctype}, not JSON; "
+                         f"first {EXCERPT} bytes: {body[:EXCERPT]!r}")
             continue
         listing = parse_listing(status, parsed)
         if listing.problem:
-            wrong.append(f"  answer {i + 1} (pod {pod}): {listing.problem}")
+            wrong.append(f"  answer {i + 1} (pod {pod}){whose_answer(known, status, body)}: {listing.problem}")
         elif not listing.ids or not listing.ids <= models:
             wrong.append(f"  answer {i + 1} (pod {pod}): lists {_fmt(listing.ids)}")
         else:

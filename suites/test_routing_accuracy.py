@@ -14,7 +14,7 @@ import pytest
 from llmd_conformance.mixes import CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix
 from fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps
 from llmd_conformance.health import ERRORS, diagnose_errors, read_health
-from llmd_conformance.traffic import Outcome, TrafficDriver
+from llmd_conformance.traffic import AnswerKind, Outcome, TrafficDriver
 from llmd_conformance.verdict import (Criteria, SequentialTest, diagnose, explain, format_run, measure_routing,
                               routing_summary)
 
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
 
 
 def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, kube, conformance_report,
-                                                        routing_options, pytestconfig):
+                                                        routing_options, gateway_profile, pytestconfig):
     """First-attempt accuracy, with its lower confidence bound, reaches the topology's threshold."""
     opts = routing_options
     criteria = Criteria.from_expectation(topology.routing, requests=opts.requests, threshold=opts.threshold,
@@ -31,7 +31,8 @@ def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, k
     test = SequentialTest(criteria, opts.batch_size)
 
     async def run():
-        async with TrafficDriver(gateway_url, concurrency=opts.concurrency, timeout=opts.request_timeout) as driver:
+        async with TrafficDriver(gateway_url, concurrency=opts.concurrency, timeout=opts.request_timeout,
+                                 answers=gateway_profile.answers) as driver:
             return await measure_routing(
                 driver, mix, test, batch_size=opts.batch_size,
                 seed_replay_models=[m.id for m in topology.models] if opts.replay_seed_protocol else (),
@@ -54,9 +55,10 @@ def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, k
         pytest.fail(explain(outcome.decision, outcome.results, outcome.slices, diagnosis), pytrace=False)
 
 
-def test_unknown_model_is_refused_with_404(topology, gateway_url, routing_options):
-    """A model no backend serves gets 404: from a backend with an OpenAI-style error body when a
-    catch-all rule sends it to a pool, from the gateway (no route) when every rule names a model."""
+def test_unknown_model_is_refused_with_404(topology, gateway_url, routing_options, gateway_profile):
+    """A model no backend serves gets 404: from a backend with an OpenAI-style error body naming the
+    model when a catch-all rule sends it to a pool, else the gateway's no-route answer (its profile's).
+    A not-yet-programmed answer or a 404 of no known kind is neither."""
     served = [m.id for m in topology.models]
     names = [f"{UNKNOWN_PREFIX}no-such-model", served[0].upper(), f"{served[0]}-nonexistent",
              f"{UNKNOWN_PREFIX}another-missing-model"]
@@ -65,13 +67,15 @@ def test_unknown_model_is_refused_with_404(topology, gateway_url, routing_option
              for name, (endpoint, stream) in zip(names, [(COMPLETIONS, False), (CHAT_COMPLETIONS, False),
                                                          (COMPLETIONS, True), (CHAT_COMPLETIONS, True)])]
     expected = Outcome.OK_UNKNOWN if topology.has_catch_all_rule else Outcome.UNKNOWN_NO_ROUTE
-    why = ("a catch-all HTTPRoute rule sends it to a pool, whose backend must answer 404 with an OpenAI error body"
-           if expected is Outcome.OK_UNKNOWN else
-           "every HTTPRoute rule matches a served model, so the gateway must answer 404 for want of a route")
+    answers = gateway_profile.answers
+    why = ("a catch-all HTTPRoute rule sends it to a pool, whose backend must answer 404 with an OpenAI error body "
+           "naming the model" if expected is Outcome.OK_UNKNOWN else
+           f"every HTTPRoute rule matches a served model, so the gateway must give "
+           f"{answers.describe(AnswerKind.NO_ROUTE)}")
 
     async def run():
-        async with TrafficDriver(gateway_url, concurrency=len(specs),
-                                 timeout=routing_options.request_timeout) as driver:
+        async with TrafficDriver(gateway_url, concurrency=len(specs), timeout=routing_options.request_timeout,
+                                 answers=answers) as driver:
             return await driver.send_all(specs)
 
     results = asyncio.run(run())

@@ -1,5 +1,6 @@
 """Check 6: smoke. One request per model through the gateway, and the status conditions of the
-Gateway, the HTTPRoutes and the InferencePools in one look: seconds on a healthy deployment."""
+Gateway, the HTTPRoutes and the InferencePools in one look: seconds on a healthy deployment. The
+conditions judged, and the gateway's own error answers, are the gateway profile's."""
 from __future__ import annotations
 
 import httpx
@@ -7,6 +8,7 @@ import pytest
 
 from llmd_conformance import timing
 from llmd_conformance.kube import (
+    NOT_FALSE,
     condition_mismatch,
     find_condition,
     format_parents,
@@ -14,6 +16,7 @@ from llmd_conformance.kube import (
     get_or_none,
     parent_status,
 )
+from llmd_conformance.traffic import whose_answer
 from llmd_conformance.waits import wait_for
 
 pytestmark = [pytest.mark.smoke, pytest.mark.pattern2, pytest.mark.pattern1]
@@ -22,7 +25,7 @@ POD_HEADER = "x-inference-pod"
 EXCERPT = 300
 
 
-def test_model_answers_through_the_gateway(gateway_url, topology_model):
+def test_model_answers_through_the_gateway(gateway_url, topology_model, gateway_profile):
     """One completion request for the model through the gateway (no retry) gets 200 naming that model."""
     url = f"{gateway_url}/v1/completions"
     body = {"model": topology_model.id, "prompt": "Say hello.", "max_tokens": 8, "temperature": 0}
@@ -34,7 +37,8 @@ def test_model_answers_through_the_gateway(gateway_url, topology_model):
                         pytrace=False)
     pod = response.headers.get(POD_HEADER, "(no pod header)")
     status, expected = response.status_code, topology_model.id
-    assert status == 200, (f"POST {url} for model {expected}: HTTP {status}, expected 200 (pod {pod}); "
+    whose = whose_answer(gateway_profile.answers, status, response.content)
+    assert status == 200, (f"POST {url} for model {expected}: HTTP {status}{whose}, expected 200 (pod {pod}); "
                            f"body: {response.text[:EXCERPT]!r}")
     try:
         answered = response.json().get("model")
@@ -44,24 +48,28 @@ def test_model_answers_through_the_gateway(gateway_url, topology_model):
                                   f"it reached a backend of another model")
 
 
-def _parent_problems(kind, namespace, name, obj, parents, gateway) -> list[str]:
+def _parent_problems(kind, namespace, name, obj, parents, gateway, rules) -> list[str]:
     if obj is None:
         return [f"{kind} {namespace}/{name} not found"]
     parent = parent_status(parents, gateway, namespace)
     if parent is None:
+        if all(rule.status == NOT_FALSE for rule in rules):  # no entry, so no False
+            return []
         return [f"{kind} {namespace}/{name}: no status entry for Gateway {gateway} (parents: {format_parents(parents)})"]
     problems = []
-    for condition_type in ("Accepted", "ResolvedRefs"):
-        why = condition_mismatch(find_condition(parent.get("conditions"), condition_type), "True", None,
+    for rule in rules:
+        why = condition_mismatch(find_condition(parent.get("conditions"), rule.type), rule.status, None,
                                  generation_of(obj))
         if why:
-            problems.append(f"{kind} {namespace}/{name}: expected {condition_type}=True for Gateway {gateway}, {why}")
+            problems.append(f"{kind} {namespace}/{name}: expected {rule.describe()} for Gateway {gateway}, {why}")
     return problems
 
 
-def test_status_conditions_are_true(kube, topology, run_config):
-    """Gateway Accepted+Programmed; every HTTPRoute and InferencePool Accepted+ResolvedRefs for the Gateway."""
+def test_status_conditions_are_true(kube, topology, gateway_profile, condition_timeout):
+    """Every condition the gateway profile judges holds: the Gateway's, and each HTTPRoute's and
+    InferencePool's for the Gateway (reference: Accepted+Programmed; Accepted+ResolvedRefs)."""
     namespace, gateway = topology.namespace, topology.gateway_name
+    rules = gateway_profile.rules
 
     def check():
         problems = []
@@ -70,19 +78,21 @@ def test_status_conditions_are_true(kube, topology, run_config):
             problems.append(f"Gateway {namespace}/{gateway} not found")
         else:
             conditions = (gateway_obj.get("status") or {}).get("conditions")
-            for condition_type in ("Accepted", "Programmed"):
-                why = condition_mismatch(find_condition(conditions, condition_type), "True", None,
+            for rule in rules["Gateway"]:
+                why = condition_mismatch(find_condition(conditions, rule.type), rule.status, None,
                                          generation_of(gateway_obj))
                 if why:
-                    problems.append(f"Gateway {namespace}/{gateway}: expected {condition_type}=True, {why}")
+                    problems.append(f"Gateway {namespace}/{gateway}: expected {rule.describe()}, {why}")
         for route in topology.routes:
             obj = get_or_none(lambda name=route.name: kube.get_gateway_object(namespace, "httproutes", name))
             parents = ((obj or {}).get("status") or {}).get("parents") or []
-            problems += _parent_problems("HTTPRoute", namespace, route.name, obj, parents, gateway)
+            problems += _parent_problems("HTTPRoute", namespace, route.name, obj, parents, gateway, rules["HTTPRoute"])
         for pool in topology.pools:
             obj = get_or_none(lambda name=pool.name: kube.get_pool(namespace, name))
             parents = kube.pool_api.parents(obj or {})
             problems += _parent_problems(f"InferencePool ({kube.pool_api.api_version})", namespace, pool.name, obj,
-                                         parents, gateway)
-        assert not problems, "status conditions not as expected:\n" + "\n".join(f"  {p}" for p in problems)
-    wait_for(check, min(run_config.condition_timeout, timing.DEFAULT.smoke_condition))
+                                         parents, gateway, rules["InferencePool"])
+        assert not problems, (f"status conditions not as {gateway_profile.title()} expects them:\n"
+                              + "\n".join(f"  {p}" for p in problems))
+    # A broken deployment must not hold the quick subset, unless the gateway takes minutes by its profile.
+    wait_for(check, min(condition_timeout, gateway_profile.condition_timeout or timing.DEFAULT.smoke_condition))

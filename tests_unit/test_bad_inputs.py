@@ -104,8 +104,8 @@ def test_slow_loris_gateway_is_a_timeout_for_the_traffic_driver():
 
 OPTIONS = {
     "target": "local", "topology": "pattern2", "namespace": None, "kubeconfig": None, "context": None,
-    "gateway_url": None, "condition_timeout": 120.0, "warmup_timeout": 30.0, "report_dir": "reports",
-    "provision": False, "teardown": None, "plan": False,
+    "gateway_url": None, "condition_timeout": None, "warmup_timeout": None, "gateway_profile": None,
+    "report_dir": "reports", "provision": False, "teardown": None, "plan": False,
 }
 
 

@@ -1,5 +1,6 @@
 """The gateway-facing checks (smoke request per model, /v1/models through the gateway) run through
-the plugin against a fake gateway on loopback: they pass on good answers and fail with evidence."""
+the plugin against a fake gateway on loopback: they pass on good answers and fail with evidence,
+naming which kind of 404 they got (the gateway profile's no-route or not-programmed answer, or neither)."""
 from __future__ import annotations
 
 import itertools
@@ -24,11 +25,12 @@ SUITE_TESTS = dedent("""
 
 
 class FakeGateway:
-    """Completions answer with `answers[model]`; GET /v1/models cycles through `listings` (status, type, body)."""
+    """Completions answer with `answers[model]` (a model name, or (status, body)); GET /v1/models cycles
+    through `listings` (status, type, body); by default Envoy's no-route 404, with an empty body."""
 
     def __init__(self):
-        self.answers: dict[str, str] = {}
-        self.listings = itertools.cycle([(404, "text/plain", b"no route")])
+        self.answers: dict[str, str | tuple[int, bytes]] = {}
+        self.listings = itertools.cycle([(404, "text/plain", b"")])
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,7 +38,8 @@ class FakeGateway:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("x-inference-pod", pod)
+                if pod is not None:
+                    self.send_header("x-inference-pod", pod)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -48,6 +51,8 @@ class FakeGateway:
             def do_POST(self):
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 answered = fake.answers[request["model"]]
+                if isinstance(answered, tuple):
+                    return self._send(answered[0], "text/plain", answered[1], pod=None)
                 body = json.dumps({"object": "text_completion", "model": answered, "choices": []}).encode()
                 self._send(200, "application/json", body, pod=f"ms-{answered.split('/')[-1]}-0")
 
@@ -72,12 +77,14 @@ def listing(*ids: str) -> tuple[int, str, bytes]:
 
 
 def run(pytester, gateway, topology: str, *args: str):
+    """The run's result and report properties but the gateway profile's (no cluster: the strict fallback)."""
     pytester.makepyfile(test_gateway=SUITE_TESTS)
     # A short warm-up: fakes that never serve correctly would otherwise hold each run for 30 s.
     result = pytester.runpytest_subprocess("--target", "fake", "--topology", topology, "--gateway-url", gateway.url,
                                            "--warmup-timeout", "2", "-p", "no:cacheprovider", *args)
     report = pytester.path / "reports" / f"{topology}-fake-report.yaml"
     properties = yaml.safe_load(report.read_text())["properties"] if report.exists() else {}
+    properties.pop("gatewayProfile", None)
     return result, properties
 
 
@@ -86,6 +93,8 @@ def test_healthy_gateway_passes(suite_pytester, gateway):
     gateway.answers = {GEMMA: GEMMA, PHI: PHI}
     result, properties = run(suite_pytester, gateway, "pattern2")
     result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["WARNING: gateway profile: cannot read the class of Gateway "
+                                 "llm-d/infra-pattern2-inference-gateway (*); judged by the strict reference profile*"])
     assert properties.pop("gatewayConvergence")["converged"] and properties == {"gatewayModelsListing": "not routed (every rule matches a model header)"}
 
 
@@ -142,4 +151,30 @@ def test_routed_listing_without_catch_all_rule_fails(suite_pytester, gateway):
     gateway.listings = itertools.cycle([listing(GEMMA)])
     result, _ = run(suite_pytester, gateway, "pattern2")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["E*no rule matches and the Gateway must answer 404; 10 of 10 answers differ:*"])
+    result.stdout.fnmatch_lines(["E*no rule matches and the Gateway must give the reference gateway's no-route answer "
+                                 "(404 with an empty body); 10 of 10 answers differ:*"])
+
+
+def test_unrecognised_404_on_the_models_listing_is_named(suite_pytester, gateway):
+    """A 404 whose body is neither Envoy's empty no-route answer nor a backend's is no "no route"."""
+    gateway.answers = {GEMMA: GEMMA, PHI: PHI}
+    gateway.listings = itertools.cycle([(404, "text/plain", b"no route")])
+    result, _ = run(suite_pytester, gateway, "pattern2")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["E*answer 1: HTTP 404 (a 404 that is neither a backend's OpenAI-style error nor one of "
+                                 "the reference gateway's own answers) text/plain from pod ms-0: b'no route'"])
+
+
+def test_not_programmed_answer_is_named_and_never_no_route(suite_pytester, gateway):
+    """Under the gke profile, 404 `fault filter abort` is the gateway not yet programmed: the smoke request and
+    the unrouted /v1/models both fail naming it (after the warm-up waited, and reported it)."""
+    gateway.answers = {GEMMA: (404, b"fault filter abort"), PHI: PHI}
+    gateway.listings = itertools.cycle([(404, "text/plain", b"fault filter abort")])
+    result, properties = run(suite_pytester, gateway, "pattern2", "--gateway-profile", "gke")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines([
+        "E*answer 1: HTTP 404 (the gke gateway's answer while not yet programmed (404 with 'fault filter abort')) "
+        "text/plain from pod ms-0: b'fault filter abort'",
+        f"E*POST {gateway.url}/v1/completions for model {GEMMA}: HTTP 404 (the gke gateway's answer while not yet "
+        f"programmed (404 with 'fault filter abort')), expected 200 (pod (no pod header)); body: 'fault filter abort'"])
+    assert properties["gatewayConvergence"]["not_programmed"] == [GEMMA]

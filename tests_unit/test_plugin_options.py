@@ -11,8 +11,8 @@ from tests_unit.conftest import dedent
 
 DEFAULTS = {
     "target": "local", "topology": "pattern2", "namespace": None, "kubeconfig": None, "context": None,
-    "gateway_url": None, "condition_timeout": 120.0, "warmup_timeout": 30.0, "report_dir": "reports", "provision": False,
-    "teardown": None, "plan": False,
+    "gateway_url": None, "condition_timeout": None, "warmup_timeout": None, "gateway_profile": None,
+    "report_dir": "reports", "provision": False, "teardown": None, "plan": False,
 }
 
 
@@ -28,10 +28,12 @@ def usage_error(**overrides) -> str:
 
 
 def test_defaults_resolve_from_the_topology():
-    """Without options: target local, topology pattern2 in its namespace, reports under the invocation folder."""
+    """Without options: target local, topology pattern2 in its namespace, reports under the invocation folder,
+    timeouts and gateway profile left to the profile the Gateway's class names."""
     run = options()
     assert (run.target, run.topology.name, run.topology.namespace) == ("local", "pattern2", "llm-d")
-    assert run.report_dir == Path("/somewhere/reports") and run.condition_timeout == 120.0
+    assert run.report_dir == Path("/somewhere/reports")
+    assert (run.condition_timeout, run.warmup_timeout, run.gateway_profile) == (None, None, None)
 
 
 def test_namespace_overrides_the_topology():
@@ -66,6 +68,22 @@ def test_all_problems_are_reported_together():
     assert usage_error(target="x", condition_timeout=-1.0).splitlines() == [
         "--target 'x' is not a known target (known: cluster, gke, local)",
         "--condition-timeout must be > 0 seconds, got -1.0"]
+
+
+def test_gateway_profile_by_name_or_file(tmp_path):
+    """--gateway-profile takes a profile name or the path of a profile file; the choice says which."""
+    assert options(gateway_profile="gke").gateway_profile.profile.name == "gke"
+    copy = tmp_path / "mine.yaml"
+    copy.write_text((Path(__file__).parents[1] / "manifests" / "gateways" / "istio.yaml").read_text())
+    chosen = options(gateway_profile=str(copy)).gateway_profile
+    assert (chosen.profile.name, chosen.chosen_by) == ("istio", f"--gateway-profile {copy}")
+
+
+def test_unknown_gateway_profile_lists_the_known_ones():
+    """A misspelt profile is a usage error naming the profiles there are."""
+    assert usage_error(gateway_profile="gkee") == (
+        "--gateway-profile: unknown gateway profile 'gkee' (known: gke, istio, kgateway, reference); "
+        "pass one of these names or the path of a profile YAML file")
 
 
 def test_gateway_url_loses_its_trailing_slash():

@@ -23,6 +23,7 @@ SUITE = REPO / "suites" / "test_routing_accuracy.py"
 FAKE_FIXTURES = '''
 import json, types
 import pytest
+from llmd_conformance.profiles import load_profile
 from llmd_conformance.topology import load_topology
 from tests_unit.test_routing_fakes import FakeCoreApi, topology_pods
 
@@ -41,6 +42,11 @@ def topology():
 @pytest.fixture(scope="session")
 def gateway_url():
     return {url!r}
+
+
+@pytest.fixture(scope="session")
+def gateway_profile():
+    return load_profile("reference")
 
 
 @pytest.fixture(scope="session")
