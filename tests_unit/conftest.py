@@ -75,6 +75,7 @@ def suite_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("FAKE_SETUP_ERROR", raising=False)
     monkeypatch.delenv("FAKE_GATEWAY_URL", raising=False)
     monkeypatch.delenv("FAKE_KUBECONFIG", raising=False)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)  # in CI, the job's page is for the real run
     pytester.makeconftest(FAKE_TARGET_CONFTEST)
     return pytester
 

@@ -82,7 +82,7 @@ def run(pytester, gateway, topology: str, *args: str):
     # A short warm-up: fakes that never serve correctly would otherwise hold each run for 30 s.
     result = pytester.runpytest_subprocess("--target", "fake", "--topology", topology, "--gateway-url", gateway.url,
                                            "--warmup-timeout", "2", "-p", "no:cacheprovider", *args)
-    report = pytester.path / "reports" / f"{topology}-fake-report.yaml"
+    report = pytester.path / "reports" / f"{topology}-fake-details.yaml"
     properties = yaml.safe_load(report.read_text())["properties"] if report.exists() else {}
     properties.pop("gatewayProfile", None)
     return result, properties
