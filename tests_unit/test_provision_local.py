@@ -111,6 +111,10 @@ def test_sigint_at_each_step_leaves_exactly_the_starting_state(cluster):
 
     from llmd_conformance.waits import wait_for
 
+    def no_namespace_terminating():  # an earlier test's teardown may still be deleting llm-d
+        core = client.CoreV1Api(cluster.api_client())
+        assert not [n.metadata.name for n in core.list_namespace().items if n.metadata.deletion_timestamp]
+    wait_for(no_namespace_terminating, timeout=60)
     before = _state(cluster)
     names = [s.name for s in _provisioner(cluster, []).steps()]
     for name in names:
