@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 SUITE_TIMEOUT = 600  # seconds; a pattern2 run takes about 15 here
 UP = "local target up: "
 
-pytestmark = pytest.mark.local
+pytestmark = [pytest.mark.local, pytest.mark.serial]
 
 # The local target in a child process of its own (the instance is fixed when its modules are imported);
 # closing its stdin tears it down, which works whatever signals the test runner ignores.

@@ -12,7 +12,7 @@ from llmd_conformance.local.podrunner import PodRunner
 from llmd_conformance.waits import wait_for
 from tests_unit.test_local_security import SECRET, assert_credentials_private, assert_etcd_refuses_strangers, environ_of
 
-pytestmark = pytest.mark.local
+pytestmark = [pytest.mark.local, pytest.mark.serial]
 
 SIM_IMAGE = "ghcr.io/llm-d/llm-d-inference-sim:v0.10.2"
 NS = "cluster-test"

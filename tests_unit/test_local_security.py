@@ -90,6 +90,7 @@ def assert_etcd_refuses_strangers(pki: Path, port: int) -> None:
 
 
 @pytest.mark.local
+@pytest.mark.serial
 def test_etcd_answers_only_the_apiserver_certificate(tmp_path):
     """etcd alone, as the cluster starts it: TLS with client-certificate auth against its own CA."""
     cluster = LocalCluster(state_dir=tmp_path / "state", logs_dir=tmp_path / "logs")
@@ -200,6 +201,7 @@ def holder():
 
 
 @pytest.mark.local
+@pytest.mark.serial
 def test_lock_has_one_holder_even_across_a_release(holder):
     """A second process is refused while the first holds the lock; a process that opened the lock file before
     the release and locks after it contends with the next holder, because the file is never replaced."""
@@ -234,6 +236,7 @@ def _our_state(tmp_path: Path) -> Path:
 
 
 @pytest.mark.local
+@pytest.mark.serial
 def test_down_refuses_a_live_run_and_waits_with_cluster_wait(tmp_path, holder):
     """`cluster down` while a run holds the lock removes nothing and names the holder's pid; with
     LLMD_CLUSTER_WAIT it waits for the release, then cleans."""

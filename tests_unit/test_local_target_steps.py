@@ -55,6 +55,7 @@ def test_plan_on_the_local_target_builds_starts_and_changes_nothing(tmp_path):
     assert leftovers(7) == []
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize(("signame", "instance"), [("SIGINT", 4), ("SIGTERM", 5), ("SIGHUP", 6)])
 def test_a_signal_during_setup_undoes_every_step(tmp_path, signame, instance):
     """Interrupted once the cluster and gateway run (helmfile sync in progress): every step is undone."""
@@ -66,6 +67,7 @@ def test_a_signal_during_setup_undoes_every_step(tmp_path, signame, instance):
     assert leftovers(instance) == [], output + rest
 
 
+@pytest.mark.serial
 def test_a_killed_runs_record_is_undone_by_the_next_run(tmp_path):
     """kill -9 leaves the network, state and record behind; the next run inherits the record, passes, and
     leaves nothing."""

@@ -14,7 +14,7 @@ from llmd_conformance.local.instance import LOCK_PATH
 from tests_unit.test_local_cluster import NS, _gpu_pod, _pod_ready, _start
 from llmd_conformance.waits import wait_for
 
-pytestmark = pytest.mark.local
+pytestmark = [pytest.mark.local, pytest.mark.serial]
 
 
 def test_teardown_leaves_nothing(tmp_path):
@@ -34,7 +34,7 @@ def test_teardown_leaves_nothing(tmp_path):
     assert netns.list_namespaces() == [] and netns.list_links() == [], (netns.list_namespaces(), netns.list_links())
     assert not netns.guard_route_present()
     assert not cluster.state_dir.exists(), f"{cluster.state_dir} still there"
-    ours = subprocess.run(["pgrep", "-f", str(cluster.state_dir)], capture_output=True, text=True).stdout.split()
+    ours = subprocess.run(["pgrep", "-f", f"{cluster.state_dir}/"], capture_output=True, text=True).stdout.split()
     assert ours == [], f"processes referring to {cluster.state_dir}: {ours}"
     # The lock file stays, released and empty: unlinking it would let a waiter holding the old inode
     # and the next run (a new inode) both own the cluster.
