@@ -10,6 +10,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+# pytester's in-process runs drop the modules first imported inside them. httpx imports httpcore
+# lazily and caches its exception map: were httpcore first imported in such a run, a later re-import
+# would raise exceptions httpx no longer maps (a pod runner's probe thread died of one).
+import httpcore  # noqa: F401
 import pytest
 from kubernetes import client
 
