@@ -7,52 +7,60 @@ the sequential test fails a badly broken deployment within tens of requests (llm
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 
 import pytest
 
-from llmd_conformance.mixes import CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix
+from llmd_conformance.mixes import (CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix,
+                                    topology_plan)
 from fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps
 from llmd_conformance.health import ERRORS, diagnose_errors, read_health
 from llmd_conformance.traffic import AnswerKind, Outcome, TrafficDriver
-from llmd_conformance.verdict import (Criteria, SequentialTest, diagnose, explain, format_run, measure_routing,
-                              routing_summary)
+from llmd_conformance.verdict import (Criteria, PodMap, SequentialTest, diagnose, explain, format_run,
+                                      measure_routing, routing_summary)
 
 pytestmark = [pytest.mark.pattern2, pytest.mark.pattern1]
 
 
 def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, kube, conformance_report,
                                                         routing_options, gateway_profile, pytestconfig):
-    """First-attempt accuracy, with its lower confidence bound, reaches the topology's threshold."""
+    """First-attempt accuracy, with its lower confidence bound, reaches the topology's threshold, and
+    every model passes on its own requests (each gets at least its floor)."""
     opts = routing_options
     criteria = Criteria.from_expectation(topology.routing, requests=opts.requests, threshold=opts.threshold,
                                          method=opts.bound)
+    plan = topology_plan(topology, criteria.requests)
     mix = topology_mix(topology, criteria.requests, opts.mix_seed)
+    criteria = dataclasses.replace(criteria, requests=len(mix))
+    per_model = topology.routing.per_model
     test = SequentialTest(criteria, opts.batch_size)
 
     async def run():
         async with TrafficDriver(gateway_url, concurrency=opts.concurrency, timeout=opts.request_timeout,
                                  answers=gateway_profile.answers) as driver:
             return await measure_routing(
-                driver, mix, test, batch_size=opts.batch_size,
+                driver, mix, test, batch_size=opts.batch_size, per_model=per_model,
                 seed_replay_models=[m.id for m in topology.models] if opts.replay_seed_protocol else (),
                 seed_rng=random.Random(opts.mix_seed), seed_retry_interval=opts.seed_retry_interval)
 
     before = read_health(kube, topology)  # to date restarts and replaced pods if the answers hold errors
     outcome = asyncio.run(run())
     parts = []
+    pod_models, pool_pods = cluster_pod_maps(kube.core, topology)  # who answered, for the matrix and the diagnosis
+    pods = PodMap.of(topology, pod_models)
     if not outcome.decision.passed:
-        pod_models, pool_pods = cluster_pod_maps(kube.core, topology)
         parts.append(diagnose(topology, outcome.results, pod_models, pool_pods))
     if any(r.outcome in ERRORS for r in outcome.results):  # also on a pass: a run that met errors says where
         parts.append(diagnose_errors(topology, outcome.results, before, read_health(kube, topology)))
     diagnosis = "; also ".join(p for p in parts if p) or None
     conformance_report.record_routing(
-        routing_summary(outcome, topology=topology.name, mix_seed=opts.mix_seed, diagnosis=diagnosis))
+        routing_summary(outcome, topology=topology.name, mix_seed=opts.mix_seed, diagnosis=diagnosis,
+                        plan=plan.describe(), per_model=per_model, pods=pods))
     add_terminal_summary(pytestconfig, format_run(outcome, topology=topology.name, mix_seed=opts.mix_seed,
-                                                  diagnosis=diagnosis))
+                                                  diagnosis=diagnosis, plan=plan.describe(), pods=pods))
     if not outcome.decision.passed:  # the explanation is the evidence; pytest's assert rewriting only adds noise
-        pytest.fail(explain(outcome.decision, outcome.results, outcome.slices, diagnosis), pytrace=False)
+        pytest.fail(explain(outcome.decision, outcome.results, outcome.slices, diagnosis, pods), pytrace=False)
 
 
 def test_unknown_model_is_refused_with_404(topology, gateway_url, routing_options, gateway_profile):

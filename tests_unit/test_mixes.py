@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmd_conformance.mixes import (CHAT_COMPLETIONS, COMPLETIONS, MAX_PROMPT_CHARS, MAX_TOKENS, PROMPT_TOKEN_BUDGET,
-                            RequestSpec, apportion, draw_mix, estimated_tokens, prompts, topology_mix,
-                            unknown_model_names)
+                            RequestSpec, apportion, draw_mix, estimated_tokens, plan_mix, prompts, topology_mix,
+                            topology_plan, unknown_model_names)
 from llmd_conformance.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,3 +134,34 @@ def test_with_ci_set_our_ci_profile_replaces_the_built_in_one_and_keeps_its_sett
 def test_without_ci_the_default_profile_stays():
     """No CI variable: hypothesis's default profile; "dev" only with --hypothesis-profile=dev."""
     assert _profile_in_subprocess(None).startswith("default 100 False")
+
+
+def test_every_model_gets_at_least_its_floor_and_the_mix_grows():
+    """pattern2-4-models (60/30/9/1) over 300 requested: by share Qwen gets 26 and SmolLM 3; both are
+    raised to 29, the others keep theirs, the unknown share stays 15 of the 300: 329 to send."""
+    topology = load_topology("pattern2-4-models")
+    plan = topology_plan(topology, 300)
+    assert plan.counts == {"google/gemma-2b-it": 171, "microsoft/Phi-3-mini-4k-instruct": 85,
+                           "Qwen/Qwen2.5-1.5B-Instruct": 29, "HuggingFaceTB/SmolLM2-135M-Instruct": 29}
+    assert (plan.unknown, plan.total) == (15, 329)
+    assert plan.describe() == ("300 requested, 329 to send: 2 model(s) raised to their floor of 29 "
+                               "(Qwen/Qwen2.5-1.5B-Instruct, HuggingFaceTB/SmolLM2-135M-Instruct)")
+    mix = topology_mix(topology, 300, 5)
+    assert len(mix) == 329 and Counter(s.model for s in mix if s.known) == plan.counts
+
+
+def test_pattern2_is_not_raised():
+    """Two equal models over 300: 142 and 143 each, far above 29; the mix stays 300."""
+    plan = topology_plan(load_topology("pattern2"), 300)
+    assert plan.total == 300 and not plan.raised
+    assert plan.describe() == "300 requested, 300 to send: every model's share is at least its floor of 29"
+
+
+@given(n=st.integers(1, 2000), floor=st.integers(0, 60),
+       weights=st.dictionaries(st.text(min_size=1, max_size=5), st.floats(0.01, 100), min_size=1, max_size=16))
+def test_plan_raises_exactly_the_models_below_the_floor(n, floor, weights):
+    plan = plan_mix(weights, 0.05, n, floor)
+    shares = apportion(n - plan.unknown, weights)
+    assert all(plan.counts[m] == max(shares[m], floor) for m in weights)
+    assert set(plan.raised) == {m for m in weights if shares[m] < floor}
+    assert plan.total >= n and plan.total == sum(plan.counts.values()) + plan.unknown

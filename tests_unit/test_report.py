@@ -184,6 +184,15 @@ def test_summary_renders_scalars_and_tables():
     assert table({}) == [""]
 
 
+def test_summary_shows_the_compact_matrix_and_leaves_the_full_one_to_the_details_file():
+    """With a compact matrix, the full one (a column per pod) is only named; it stays in the details."""
+    summary = {"matrix_compact": {"a": {"own pods": 9}, "b": {"own pods": 5, "pool gaie-a": 4}},
+               "matrix": {"a": {"ms-a-0": 9}, "b": {"ms-a-0": 4, "ms-b-0": 5}}}
+    assert summary_lines(summary) == [
+        "matrix: requested model x pod, in the details file", "matrix_compact:",
+        "     own pods  pool gaie-a", "  a         9", "  b         5            4"]
+
+
 def test_recorder_refuses_what_it_cannot_carry():
     """Outside a test, non-dict summaries and non-JSON values are errors that say so."""
     recorder = Recorder()
@@ -285,6 +294,7 @@ def test_github_step_summary_gets_the_verdicts_and_routing_tables(suite_pytester
                 "passed": False, "reason": "2 misroutes > 0 allowed", "accuracy": 0.5, "diagnosis": "model-blind pool",
                 "lower_bound": None,
                 "models": {"gemma": {"requests": 2, "correct": 2}, "phi": {"requests": 2, "correct": 0, "misrouted": 2}},
+                "matrix_compact": {"gemma": {"own pods": 2}, "phi": {"pool gaie-gemma": 2}},
                 "matrix": {"gemma": {"ms-gemma-0": 2}, "phi": {"ms-gemma-0": 2}}})
 
         def test_fail():
@@ -302,10 +312,11 @@ def test_github_step_summary_gets_the_verdicts_and_routing_tables(suite_pytester
                  r"| test_ci.py::test_fail | failed | AssertionError: pool a\|b selects pod ms-phi-0 |",
                  "### Routing accuracy: FAIL (test_ci.py::test_routing)",
                  "- reason: 2 misroutes > 0 allowed", "- diagnosis: model-blind pool", "- accuracy: 0.5",
-                 "**Per model**", "| | requests | correct | misrouted |", "|---|---:|---:|---:|",
+                 "**Per model (verdict on its own requests; fail rate <= the exact one-sided bound)**", "| | requests | correct | misrouted |", "|---|---:|---:|---:|",
                  "| gemma | 2 | 2 |  |", "| phi | 2 | 0 | 2 |",
-                 "**Routing matrix (requested model × serving pod)**", "| | ms-gemma-0 |",
-                 "| gemma | 2 |", "| phi | 2 |"]:
+                 "**Routing matrix, compact (requested model × answering pods grouped by pool; the full matrix "
+                 "by pod is in the details file)**", "| | own pods | pool gaie-gemma |",
+                 "| gemma | 2 |  |", "| phi |  | 2 |"]:
         assert line in text.splitlines(), f"{line!r} missing from the step summary:\n{text}"
     assert "lower_bound" not in text  # None says nothing
     assert "reports/pattern2-fake-report.yaml" in text and "reports/pattern2-fake-details.yaml" in text

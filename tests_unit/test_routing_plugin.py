@@ -88,8 +88,10 @@ def test_pattern2_deployment_passes_both_checks_and_reports(pytester):
     with FakeGateway(topology_pods(topology), by_model).serve() as url:
         result = run_suite(pytester, "pattern2", url)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*llm-d routing accuracy*", "*routing accuracy PASS: first-attempt accuracy "
-                                 "300/300 = 100.00%*", "*routing matrix*"])
+    result.stdout.fnmatch_lines(["*llm-d routing accuracy*", "*routing accuracy PASS: each of 2 models passed on its "
+                                 "own requests; first-attempt accuracy 300/300 = 100.00%*",
+                                 "requests: 300 requested, 300 to send: every model's share is at least its floor of 29",
+                                 "*routing matrix, compact*"])
     (summary,) = summaries(pytester)
     assert (summary["passed"], summary["requests_sent"], summary["mix_seed"]) == (True, 300, 7)
 

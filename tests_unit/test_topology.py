@@ -73,8 +73,8 @@ def test_unknown_topology_name_lists_the_known_ones():
     """An unknown name says which names exist."""
     with pytest.raises(TopologyError) as excinfo:
         load_topology("pattern3")
-    assert str(excinfo.value) == ("unknown topology 'pattern3' (known: pattern1, pattern2, pattern2-gke-local, "
-                                  "pattern2-single-pool); "
+    assert str(excinfo.value) == ("unknown topology 'pattern3' (known: pattern1, pattern2, pattern2-16-models, "
+                                  "pattern2-4-models, pattern2-8-models, pattern2-gke-local, pattern2-single-pool); "
                                   "pass one of these names or the path of a topology YAML file")
 
 
@@ -373,3 +373,36 @@ def test_every_problem_is_reported_at_once():
         f"{SHOWN}: models[0].weight: must be > 0, found 0",
         f"{SHOWN}: expectations.routing.requests: must be >= 1, found 0",
     ]
+
+
+def test_per_model_criterion_defaults_to_ten_percent_at_95_percent_power():
+    """Without perModel every model's own verdict catches a 10% failure rate with 95% power: 29 requests."""
+    routing = parse_topology(yaml.safe_dump(base()), REPO / SHOWN).routing
+    assert (routing.per_model_rate, routing.per_model_power, routing.floor) == (0.1, 0.95, 29)
+    data = base()
+    data["expectations"]["routing"]["perModel"] = {"misrouteRate": 0.05, "power": 0.99}
+    assert parse_topology(yaml.safe_dump(data), REPO / SHOWN).routing.floor == 90
+
+
+@pytest.mark.parametrize(("per_model", "problem"), [
+    ({"misrouteRate": 0}, "expectations.routing.perModel.misrouteRate: must be in (0, 1), found 0 (the smallest "
+                          "share of one model's requests going wrong that must be caught, e.g. 0.1)"),
+    ({"power": 1}, "expectations.routing.perModel.power: must be in (0, 1), found 1 (the chance to catch that rate, "
+                   "e.g. 0.95)"),
+    ({"rate": 0.1}, "expectations.routing.perModel.rate: unknown key (allowed here: misrouteRate, power)"),
+    ({"power": "high"}, "expectations.routing.perModel.power: expected a finite number, found a string ('high')"),
+])
+def test_bad_per_model_criteria_say_what_to_fix(per_model, problem):
+    data = base()
+    data["expectations"]["routing"]["perModel"] = per_model
+    assert only_problem(data) == f"{SHOWN}: {problem}"
+
+
+def test_the_growth_topologies_have_uneven_weights_with_one_model_at_one_percent():
+    """pattern2-{4,8,16}-models: each model its own pool and GPU node; the lightest (SmolLM) at 1%."""
+    for count in (4, 8, 16):
+        topology = load_topology(f"pattern2-{count}-models")
+        weights = {m.id: m.weight for m in topology.models}
+        assert len(weights) == count == topology.gpu_nodes == len(topology.pools)
+        assert sum(weights.values()) == pytest.approx(100)
+        assert min(weights, key=weights.get) == "HuggingFaceTB/SmolLM2-135M-Instruct" and min(weights.values()) == 1

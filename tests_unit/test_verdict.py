@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from llmd_conformance.mixes import COMPLETIONS, RequestSpec
 from llmd_conformance.topology import load_topology
 from llmd_conformance.traffic import Outcome, RequestResult, slices
-from llmd_conformance.verdict import (CLOPPER_PEARSON, WILSON, Criteria, SequentialTest, Tally, binomial_tail,
+from llmd_conformance.mixes import plan_mix
+from llmd_conformance.verdict import (CLOPPER_PEARSON, WILSON, Criteria, ModelCriterion, RoutingTest, SequentialTest,
+                                      Tally, allowed_incorrect, binomial_cdf, binomial_tail, floor_requests,
                               clopper_pearson_lower, clopper_pearson_upper, diagnose, explain,
                               lower_bound, requests_needed, seed_protocol_pass_probability, unreachable,
                               upper_bound, wilson_lower, wilson_upper)
@@ -318,3 +320,113 @@ def test_tally_counts_unknown_accepted_as_a_misroute_and_refusals_as_correct():
                       result(2, "x", Outcome.UNKNOWN_NO_ROUTE, known=False, status=404),
                       result(3, GEMMA, Outcome.TIMEOUT)])
     assert (tally.trials, tally.correct, tally.misroutes) == (4, 2, 1)
+
+
+# ---------------------------------------------------------------- per-model floors and verdicts
+
+def test_the_default_floor_catches_ten_percent_with_95_percent_power_in_29_requests():
+    """29 requests with none allowed: a model failing 10% passes with 0.9^29 = 0.047 <= 0.05; 28 would
+    let it pass with 0.9^28 = 0.052. One allowed needs 46; 5% needs 59."""
+    assert floor_requests(0.10, 0.95) == 29
+    assert binomial_cdf(0, 29, 0.1) == pytest.approx(0.9 ** 29, rel=1e-12) and 0.9 ** 29 <= 0.05 < 0.9 ** 28
+    assert floor_requests(0.10, 0.95, max_misroutes=1) == 46
+    assert binomial_cdf(1, 46, 0.1) <= 0.05 < binomial_cdf(1, 45, 0.1)
+    assert floor_requests(0.05, 0.95) == 59 and floor_requests(0.10, 0.99) == 44
+    assert ModelCriterion(0.1, 0.95).floor == 29
+
+
+@given(st.integers(1, 400), st.sampled_from([0.02, 0.05, 0.1, 0.3]), st.sampled_from([0.8, 0.95, 0.99]))
+def test_allowed_incorrect_is_the_largest_count_that_keeps_the_power(n, rate, power):
+    """P(X <= a | n, rate) <= 1 - power < P(X <= a + 1 | n, rate), with the exact binomial sums."""
+    a = allowed_incorrect(n, rate, power)
+    cdf = lambda k: 1 - exact_tail(k + 1, n, rate) if k >= 0 else 0.0  # noqa: E731
+    assert cdf(a) <= 1 - power + 1e-12 and cdf(a + 1) > 1 - power - 1e-12
+
+
+def test_a_light_model_misrouting_half_its_traffic_passed_one_run_in_eight_and_now_almost_never():
+    """Weights 60/30/9/1 over 300 requests: by share alone the 1% model gets 3 requests and a pool that
+    misroutes half of them passes with 0.5^3 = 1/8; at its floor of 29, with 0.5^29 (about 2e-9)."""
+    weights = {"heavy": 60, "medium": 30, "small": 9, "light": 1}
+    by_share = plan_mix(weights, 0.05, 300).counts["light"]
+    at_floor = plan_mix(weights, 0.05, 300, floor=29).counts["light"]
+    assert (by_share, at_floor) == (3, 29)
+    assert binomial_cdf(0, by_share, 0.5) == pytest.approx(1 / 8)
+    assert binomial_cdf(0, at_floor, 0.5) == pytest.approx(0.5 ** 29) and 0.5 ** 29 < 2e-9
+
+
+def answer(index: int, model: str, outcome: Outcome) -> RequestResult:
+    spec = RequestSpec(model, COMPLETIONS, False, "hi", 1, 0.0, known=True)
+    ok = outcome is Outcome.OK
+    return RequestResult(index, spec, outcome, 200 if ok else 404, model if ok else None, None, None,
+                         f"pod-of-{model}" if ok else None, 0.01, None)
+
+
+def routing_test(planned: dict[str, int], requests: int | None = None) -> RoutingTest:
+    total = requests or sum(planned.values())
+    return RoutingTest(SequentialTest(Criteria(total, 0, 0.98, 0.95), 10), planned, ModelCriterion(0.1, 0.95))
+
+
+def test_a_model_fails_on_its_own_misroute_while_the_others_pass():
+    """A misroute of the light model fails it (FAIL early: its other requests are not sent); the heavy
+    models, all correct, pass on their own; the run fails and names the light model."""
+    test = routing_test({"heavy": 250, "light": 29})
+    results = [answer(i, "heavy", Outcome.OK) for i in range(250)]
+    results += [answer(250, "light", Outcome.OK), answer(251, "light", Outcome.MISROUTED)]
+    assert test.stop(results) is False  # heavy is still running: the pooled rules no longer stop the run
+    assert test.skip(results[-1].spec) and "light" in test.stopped
+    decision = test.decide(results)
+    heavy, light = decision.models
+    assert (heavy.model, heavy.passed, heavy.label) == ("heavy", True, "PASS")
+    assert (light.model, light.passed, light.label) == ("light", False, "FAIL early")
+    assert light.reason == "1 misrouted answer(s) in 2 of its 29 requests; at most 0 allowed"
+    assert not decision.passed and decision.failed_models == (light,)
+    assert "1 of 2 models failed on their own requests: light" in decision.headline()
+
+
+def test_errors_count_per_model_against_what_its_planned_size_allows():
+    """One timeout fails a model at its floor (29 requests allow none) but not a heavy one (142 allow 8:
+    P(X <= 8 | 142, 0.1) = 0.046); the pooled bound still judges the heavy model's errors."""
+    test = routing_test({"heavy": 142, "light": 29}, requests=300)
+    results = [answer(i, "heavy", Outcome.TIMEOUT if i == 0 else Outcome.OK) for i in range(142)]
+    results += [answer(142 + i, "light", Outcome.TIMEOUT if i == 0 else Outcome.OK) for i in range(29)]
+    heavy, light = test.decide(results).models
+    assert heavy.passed and heavy.allowed == 8 and binomial_cdf(8, 142, 0.1) <= 0.05 < binomial_cdf(9, 142, 0.1)
+    assert not light.passed and light.allowed == 0 and "at most 0 allowed, so that a model failing 10%" in light.reason
+
+
+def test_a_model_that_passes_has_its_failure_rate_bounded_below_the_rate():
+    """29/29 correct: the exact one-sided 95% upper bound of its failure rate is 1 - 0.05^(1/29) = 0.098."""
+    test = routing_test({"only": 29}, requests=189)
+    verdict = test.model_verdict("only", [answer(i, "only", Outcome.OK) for i in range(29)], "")
+    assert verdict.passed and verdict.bound == pytest.approx(1 - 0.05 ** (1 / 29), abs=1e-9) and verdict.bound < 0.1
+
+
+def test_models_planned_below_their_floor_are_refused_before_any_request():
+    with pytest.raises(ValueError, match=r"model\(s\) planned below their floor of 29 requests \(light: 3\)"):
+        routing_test({"heavy": 280, "light": 3})
+
+
+def test_without_a_failed_model_the_pooled_rules_still_stop_a_broken_run():
+    """Only gateway errors (no model over its own limit yet): the pooled futility rule ends the run
+    after the first batch, as before per-model verdicts."""
+    test = routing_test({"a": 150, "b": 150})
+    errors = [answer(i, "ab"[i % 2], Outcome.GATEWAY_ERROR) for i in range(10)]
+    assert test.stop(errors) and not test.stopped
+
+
+def test_a_broken_light_model_is_caught_within_tens_of_its_own_requests():
+    """Light model misrouting half its traffic: the chance it is still running after k of its own
+    requests is 0.5^k; over 2000 simulated runs the share caught within 5 is 1 - 0.5^5 = 0.969."""
+    criterion = ModelCriterion(0.1, 0.95)
+    caught_within = []
+    for seed in range(2000):
+        rng = random.Random(seed)
+        test = RoutingTest(SequentialTest(Criteria(329, 0, 0.98, 0.95), 10), {"light": 29}, criterion)
+        results = []
+        while "light" not in test.stopped and len(results) < 29:
+            results.append(answer(len(results), "light", Outcome.MISROUTED if rng.random() < 0.5 else Outcome.OK))
+            test.stop(results)
+        caught_within.append(len(results))
+    assert max(caught_within) <= 29 and all(n <= 29 for n in caught_within)
+    share = sum(n <= 5 for n in caught_within) / len(caught_within)
+    assert share == pytest.approx(1 - 0.5 ** 5, abs=0.015)
