@@ -6,7 +6,10 @@
 to run without --quiet, as a prompt would hang CI), get-credentials; helmfile list/sync (sync can
 be told to fail after installing some releases); helm list/uninstall.
 
-`FakeCore`, `FakeApps` and `FakeCoordination` answer the Kubernetes API calls the provisioner and
+gcloud also answers `clusters describe` (add-ons, network, control-plane version) and `compute networks
+subnets list`, and node-pools describe carries the GPU driver setting, for the GKE preflight.
+
+`FakeCore`, `FakeApps`, `FakeApiextensions` and `FakeCoordination` answer the Kubernetes API calls the provisioner and
 the run-lock make, from the same state: Nodes follow the pool size, model pods follow the installed
 releases, Leases keep resourceVersion semantics (404 / 409 like the API server). All access to the
 state goes through a file lock, so a provisioner in another process sees the same cloud.
@@ -54,6 +57,21 @@ def default_state(topology) -> dict:
         "secrets": {},
         "secret_labels": {},  # namespace/name -> labels (also helm's release records)
         "endpoint": "127.0.0.1",  # the cluster's API endpoint (clusters describe)
+        # What GKE's Gateway needs (the GKE preflight), all present: add-on, proxy-only subnet, driver, CRD.
+        "http_load_balancing": True,
+        "master_version": "1.34.1-gke.1829001",
+        "network": "default",
+        "network_project": None,  # a Shared VPC's host project; None: the cluster's
+        "subnets": [{"name": "default", "region": "us-central1", "network": "default", "purpose": "PRIVATE",
+                     "ipCidrRange": "10.128.0.0/20"},
+                    {"name": "proxy-only-subnet", "region": "us-central1", "network": "default",
+                     "purpose": "REGIONAL_MANAGED_PROXY", "role": "ACTIVE", "ipCidrRange": "10.129.0.0/23"}],
+        "gpu_driver": "DEFAULT",  # the pool's gpuDriverInstallationConfig.gpuDriverVersion; None: field absent
+        "daemonsets": [],  # namespace/name
+        "crds": {"inferencepools.inference.networking.k8s.io": {
+            "versions": ["v1"], "labels": {"addonmanager.kubernetes.io/mode": "Reconcile"},
+            "annotations": {"components.gke.io/component-name": "fake-inference-crds",
+                            "components.gke.io/layer": "addon"}}},
         "leases": {},
         "resource_version": 1,
     }
@@ -145,7 +163,9 @@ def _positionals(args: list[str], with_values: tuple[str, ...]) -> list[str]:
     return out
 
 
-GCLOUD_VALUE_FLAGS = ("--project", "--zone", "--region", "--location", "--cluster", "--node-pool", "--num-nodes", "--format")
+GCLOUD_VALUE_FLAGS = ("--project", "--zone", "--region", "--location", "--cluster", "--node-pool", "--num-nodes", "--format",
+                      "--network", "--regions")
+COMPUTE = "https://www.googleapis.com/compute/v1/projects/{project}"
 GROUP_URL = "https://www.googleapis.com/compute/v1/projects/{project}/zones/{zone}/instanceGroupManagers/gke-{pool}-grp"
 
 
@@ -173,7 +193,9 @@ def gcloud(args: list[str], state: State) -> int:
             "instanceGroupUrls": [GROUP_URL.format(project=s["project"], zone=z, pool=words[3]) for z in s["zones"]],
             "autoscaling": {"enabled": True, "minNodeCount": 0, "maxNodeCount": 3} if pool["autoscaling"] else {},
             "config": {"machineType": pool["machineType"],
-                       "accelerators": [{"acceleratorCount": "1", "acceleratorType": s["accelerator"][1]}]},
+                       "accelerators": [{"acceleratorCount": "1", "acceleratorType": s["accelerator"][1],
+                                         **({"gpuDriverInstallationConfig": {"gpuDriverVersion": s["gpu_driver"]}}
+                                            if s["gpu_driver"] else {})}]},
         }))
         return 0
     if words[:4] == ["compute", "instance-groups", "managed", "describe"]:
@@ -186,7 +208,29 @@ def gcloud(args: list[str], state: State) -> int:
     if words[:3] == ["container", "clusters", "describe"]:
         if not (right_cluster and words[3] == s["cluster"]):
             return _fail(f"ERROR: (gcloud.container.clusters.describe) ResponseError: code=404, message=Not found: {here}.")
-        print(json.dumps({"name": s["cluster"], "endpoint": s["endpoint"], "status": "RUNNING"}))
+        network_project = s["network_project"] or s["project"]
+        print(json.dumps({
+            "name": s["cluster"], "endpoint": s["endpoint"], "status": "RUNNING",
+            "currentMasterVersion": s["master_version"], "network": s["network"],
+            "networkConfig": {"network": f"projects/{network_project}/global/networks/{s['network']}"},
+            "addonsConfig": {"httpLoadBalancing": {} if s["http_load_balancing"] else {"disabled": True}},
+        }))
+        return 0
+    if words[:4] == ["compute", "networks", "subnets", "list"]:
+        project, network = _flag(args, "--project"), _flag(args, "--network")
+        if project != (s["network_project"] or s["project"]):
+            return _fail(f"ERROR: (gcloud.compute.networks.subnets.list) Some requests did not succeed:\n"
+                         f" - The resource 'projects/{project}' was not found")
+        expression = _flag(args, "--filter") or ""
+        if expression and not expression.startswith("purpose="):
+            return _fail(f"fake gcloud: unsupported --filter {expression!r}", 2)
+        regions = (_flag(args, "--regions") or "").split(",")
+        rows = [{**sub, "region": f"{COMPUTE.format(project=project)}/regions/{sub['region']}",
+                 "network": f"{COMPUTE.format(project=project)}/global/networks/{sub['network']}"}
+                for sub in s["subnets"]
+                if sub["network"] == network and sub["region"] in regions
+                and (not expression or sub["purpose"] == expression.split("=", 1)[1])]
+        print(json.dumps(rows))
         return 0
     if words[:3] == ["container", "node-pools", "list"]:
         if not (right_cluster and _flag(args, "--cluster") == s["cluster"]):
@@ -396,10 +440,15 @@ class FakeCore:
 
 
 class FakeApps:
-    """One Deployment per installed release, annotated like helm does, ready when the pods are."""
+    """One Deployment per installed release, annotated like helm does, ready when the pods are; DaemonSets by name."""
 
     def __init__(self, state: State):
         self.state = state
+
+    def read_namespaced_daemon_set(self, name: str, namespace: str):
+        if f"{namespace}/{name}" not in self.state.read()["daemonsets"]:
+            raise _api_error(404, "Not Found")
+        return {"metadata": {"name": name, "namespace": namespace}}  # only its existence is read
 
     def list_namespaced_deployment(self, namespace: str):
         from kubernetes.client import V1Deployment, V1DeploymentList
@@ -416,6 +465,28 @@ class FakeApps:
                     "status": {"readyReplicas": 1 if s["pods_ready"] else 0},
                 }))
         return V1DeploymentList(items=items)
+
+
+class FakeApiextensions:
+    """read_custom_resource_definition from the state's "crds" (name -> versions served, labels, annotations)."""
+
+    def __init__(self, state: State):
+        self.state = state
+
+    def read_custom_resource_definition(self, name: str):
+        from kubernetes.client import (V1CustomResourceDefinition, V1CustomResourceDefinitionNames,
+                                       V1CustomResourceDefinitionSpec, V1CustomResourceDefinitionVersion, V1ObjectMeta)
+
+        crd = self.state.read()["crds"].get(name)
+        if crd is None:
+            raise _api_error(404, "Not Found")
+        plural, group = name.split(".", 1)
+        return V1CustomResourceDefinition(
+            metadata=V1ObjectMeta(name=name, labels=crd["labels"] or None, annotations=crd["annotations"] or None),
+            spec=V1CustomResourceDefinitionSpec(
+                group=group, scope="Namespaced", names=V1CustomResourceDefinitionNames(plural=plural, kind="Kind"),
+                versions=[V1CustomResourceDefinitionVersion(name=v, served=True, storage=i == 0)
+                          for i, v in enumerate(crd["versions"])]))
 
 
 class FakeCoordination:
@@ -526,12 +597,12 @@ class FakeCloud:
                               accelerator=self.topology.accelerator_value)
         helmfile = HelmfileRunner.for_topology(self.topology, "gke", runner,
                                                    charts_dir=lambda: Path("/charts/gie-v1.5.0"))
+        kube = gke.KubeApis(FakeCore(self.state), FakeApps(self.state), FakeApiextensions(self.state))
         return gke.Provisioner(
-            pool, helmfile, gke.KubeApis(FakeCore(self.state), FakeApps(self.state)), self.topology,
-            gke.TeardownPolicy.parse(policy),
+            pool, helmfile, kube, self.topology, gke.TeardownPolicy.parse(policy),
             lock=RunLock(FakeCoordination(self.state), holder=holder, renew_every_s=0.2, **fake_clock()),
             hf_token=hf_token, wait_timeout_s=wait_timeout_s, poll_s=0.05, progress_every_s=0.2, progress=progress,
-            undo_kept=undo_kept,
+            undo_kept=undo_kept, preflight=gke.GkePreflight(pool, kube, progress).steps,
         )
 
 

@@ -28,11 +28,16 @@ TOKEN = "hf_" + "Q" * 34  # Hugging Face token shape, planted to prove it never 
 
 RESIZE = ("gcloud --quiet container clusters resize test-cluster --node-pool nvidia-t4-pool --num-nodes {} "
           "--zone us-central1-a --project test-project")
-PREFLIGHT = [
+POOL_READS = [
     "gcloud auth print-access-token",
     "gcloud container node-pools describe nvidia-t4-pool --cluster test-cluster --zone us-central1-a "
     "--project test-project --format=json",
 ]
+CLUSTER_DESCRIBE = "gcloud container clusters describe test-cluster --zone us-central1-a --project test-project --format=json"
+SUBNETS = ("gcloud compute networks subnets list --network default --regions us-central1 "
+           "--filter=purpose=REGIONAL_MANAGED_PROXY --project test-project --format=json")
+# The pool's reads, then the GKE preflight's (add-on, proxy-only subnet; driver and CRD read no more gcloud).
+PREFLIGHT = [*POOL_READS, CLUSTER_DESCRIBE, SUBNETS]
 HELMFILE = "helmfile -f manifests/helmfile.yaml.gotmpl -e gke"
 SURVEY = [f"{HELMFILE} list --output json", "helm list -n llm-d -a -o json"]
 # The pool's size, read from its own instance group in the named cluster (never from a kubeconfig's Nodes).
@@ -82,10 +87,10 @@ def assert_untouched_at_start(cloud):
 
 
 def refused_after_preflight(cloud, lines, message: str) -> None:
-    """Setup refuses with `message` having run only the pool's preflight reads; the cloud is as it was."""
+    """Setup refuses with `message` having run only the pool's reads; the cloud is as it was."""
     with pytest.raises(TargetError, match=message):
         provisioner(cloud, lines).setup()
-    assert cloud.commands() == PREFLIGHT
+    assert cloud.commands() == POOL_READS
     assert_untouched_at_start(cloud)
 
 
@@ -246,7 +251,7 @@ def test_autoscaling_pool_is_refused_without_resize(cloud, lines):
         state["pools"]["nvidia-t4-pool"]["autoscaling"] = True
     with pytest.raises(gke.GkeError, match=r"has autoscaling enabled \(min 0, max 3 per zone\).*does not resize it"):
         provisioner(cloud, lines).setup()
-    assert cloud.commands() == PREFLIGHT
+    assert cloud.commands() == POOL_READS
     assert_untouched_at_start(cloud)
 
 
@@ -257,7 +262,7 @@ def test_missing_node_pool_is_named_with_the_pools_that_exist(cloud, lines):
     with pytest.raises(gke.GkeError, match=r"node pool 'nvidia-t4-pool' does not exist in cluster test-cluster "
                                            r"\(us-central1-a, project test-project\); its pools: cpu-pool, default-pool"):
         provisioner(cloud, lines).setup()
-    assert cloud.commands() == [*PREFLIGHT, "gcloud container node-pools list --cluster test-cluster --zone us-central1-a "
+    assert cloud.commands() == [*POOL_READS, "gcloud container node-pools list --cluster test-cluster --zone us-central1-a "
                                             "--project test-project --format=value(name)"]
 
 
@@ -266,7 +271,7 @@ def test_unauthenticated_gcloud_says_how_to_log_in(cloud, lines):
         state["authenticated"] = False
     with pytest.raises(gke.GkeError, match=r"gcloud is not authenticated: run `gcloud auth login`.*Workload Identity"):
         provisioner(cloud, lines).setup()
-    assert cloud.commands() == PREFLIGHT[:1]
+    assert cloud.commands() == POOL_READS[:1]
 
 
 def test_gcloud_not_installed_is_refused(cloud, lines):
@@ -475,8 +480,7 @@ def test_kubeconfig_of_another_cluster_is_refused_before_any_change(cloud, tmp_p
     with pytest.raises(gke.GkeError, match=r"the kubeconfig's API server https://127.0.0.2:443 is not cluster "
                                            r"test-cluster \(its endpoint is 127.0.0.1\)"):
         target.setup()
-    assert cloud.commands() == [*PREFLIGHT, "gcloud container clusters describe test-cluster --zone us-central1-a "
-                                            "--project test-project --format=json"]
+    assert cloud.commands() == [*POOL_READS, CLUSTER_DESCRIBE]
     assert_untouched_at_start(cloud)
 
 

@@ -89,7 +89,9 @@ def test_plan_follows_the_order_of_the_real_run():
                            gke.GkeOptions(project="p", zone="z", cluster="c"), log=lambda line: None)
     steps = [line.split("] ", 1)[1] for line in target.plan() if "] " in line]
     order = ["gcloud auth print-access-token", "gcloud container node-pools describe", "gcloud container clusters get-credentials",
-             "gcloud container clusters describe c", "kubectl get crd", "kubectl get secret llm-d-hf-token",
+             "gcloud container clusters describe c", "kubectl get crd",
+             "addonsConfig.httpLoadBalancing", "gcloud compute networks subnets list", "gpuDriverVersion",
+             "kubectl get crd inferencepools.inference.networking.k8s.io", "kubectl get secret llm-d-hf-token",
              "kubectl create lease", "list --output json; helm list", "gcloud compute instance-groups managed describe",
              "gcloud --quiet container clusters resize c --node-pool nvidia-t4-pool --num-nodes 2",
              "kubectl get nodes", "kubectl create namespace", "kubectl create secret", "helmfile -f", "kubectl get pods",
