@@ -12,10 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from llmd_conformance import timing
+from llmd_conformance import paths, timing
 from llmd_conformance.commands import CommandError, CommandResult, CommandRunner, find_tool, fmt_duration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = paths.ROOT
 HELMFILE = REPO / "manifests" / "helmfile.yaml.gotmpl"
 
 

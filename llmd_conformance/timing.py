@@ -3,7 +3,7 @@ Extension conformance suite's conformance/utils/config/timing.go does).
 
 Every duration is in seconds. Code reads `DEFAULT`: the defaults below with the environment
 overrides that exist (ENV_OVERRIDES). An option (--condition-timeout, --warmup-timeout,
---request-timeout, --wait-timeout) replaces its entry for one run. Only the poll interval the
+--request-timeout, --gke-wait-timeout) replaces its entry for one run. Only the poll interval the
 condition waits share is here; other loops' pacing stays beside the loop, since it bounds nothing.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Timing:
     api_request: float = 30.0  # one Kubernetes API call (the client library would wait forever)
     pod_proxy: float = 10.0  # one GET through the API server's pod proxy
     # -- GKE
-    gke_wait: float = 45 * 60.0  # --provision: GPU nodes, then pods Ready with the model downloaded (--wait-timeout)
+    gke_wait: float = 45 * 60.0  # --provision: GPU nodes, then pods Ready with the model downloaded (--gke-wait-timeout)
     gke_poll: float = 10.0  # between two looks while waiting for GPU nodes or pods
     gke_progress_every: float = 30.0  # between two progress lines of a long wait
     gke_operation_wait: float = 15 * 60.0  # another operation on the cluster refusing our resize (retried)

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from kubernetes.client import ApiException
 
-from fixtures.gateway_profile_plugin import judged_status
+from llmd_conformance.fixtures.gateway_profile_plugin import judged_status
 from llmd_conformance.kube import (
     POOL_APIS,
     condition_mismatch,

@@ -11,7 +11,7 @@ import re
 import pytest
 from kubernetes.client import ApiException
 
-from fixtures.gateway_profile_plugin import judged_status
+from llmd_conformance.fixtures.gateway_profile_plugin import judged_status
 from llmd_conformance.kube import (
     inferencepool_must_have_condition,
     label_selector,

@@ -14,7 +14,7 @@ import pytest
 
 from llmd_conformance.mixes import (CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix,
                                     topology_plan)
-from fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps
+from llmd_conformance.fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps
 from llmd_conformance.health import ERRORS, diagnose_errors, read_health
 from llmd_conformance.traffic import AnswerKind, Outcome, TrafficDriver
 from llmd_conformance.verdict import (Criteria, PodMap, SequentialTest, diagnose, explain, format_run,

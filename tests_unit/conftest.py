@@ -15,11 +15,33 @@ from pathlib import Path
 # would raise exceptions httpx no longer maps (a pod runner's probe thread died of one).
 import httpcore  # noqa: F401
 import pytest
+from hypothesis import settings
 from kubernetes import client
 
 pytest_plugins = ["pytester"]
 
+# hypothesis profiles for the harness's own property tests, registered here and not by the package:
+# an installed suite must leave other projects' profiles alone.
+# Hypothesis registers a built-in "ci" profile and loads it at import when CI (or another CI
+# variable) is set. Ours is registered under the same name on top of the built-in one, so it keeps
+# its derandomize / no database / print_blob and, because re-registering the active profile takes
+# effect at once, `CI=true pytest` runs with ours without a --hypothesis-profile flag. "dev" is
+# loaded with `--hypothesis-profile=dev`. The traffic mixes do not depend on either: `draw_mix`
+# pins its own settings and seed.
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.register_profile("ci", settings.get_profile("ci"), max_examples=200, deadline=None)
+
 REPO = Path(__file__).resolve().parents[1]
+# The entry point of an installed copy (pip install -e .) would load the plugin into every nested
+# run; each nested run here loads exactly the plugins its own conftest or -p names.
+NO_ENTRY_POINT = "-p no:llmd_conformance"
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    # After pytester's own set-up, which clears PYTEST_ADDOPTS.
+    monkeypatch.setenv("PYTEST_ADDOPTS", NO_ENTRY_POINT)
+    return pytester
 
 # A target that records what happens to it (with the pid of the process doing it) in events.log
 # next to the conftest, so a test can count setups and teardowns across xdist processes.
@@ -29,7 +51,7 @@ from pathlib import Path
 
 from llmd_conformance.targets import register_target
 
-pytest_plugins = ["fixtures.plugin"]
+pytest_plugins = ["llmd_conformance.fixtures.plugin"]
 EVENTS = Path(__file__).parent / "events.log"
 
 
@@ -70,7 +92,7 @@ register_target("fake", FakeTarget)
 
 @pytest.fixture
 def suite_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """A pytester folder whose conftest loads fixtures.plugin and registers the target 'fake'.
+    """A pytester folder whose conftest loads llmd_conformance.fixtures.plugin and registers the target 'fake'.
 
     Run it with runpytest_subprocess: the target registry is process-wide, and xdist needs a
     process of its own anyway.

@@ -176,3 +176,44 @@ def write_kubeconfig(path, server: str):
         "users": [{"name": "fake", "user": {"token": "secret-token"}}],
         "contexts": [{"name": "fake-context", "context": {"cluster": "fake", "user": "fake"}}]}))
     return path
+
+
+def _accepted(*types: str, generation: int = 1) -> list[dict]:
+    return [{"type": t, "status": "True", "reason": t, "observedGeneration": generation} for t in types]
+
+
+def serving_routes(topology: Topology, controller: str = "llmd.local/gateway-controller") -> dict[str, tuple[int, object]]:
+    """GET path -> (status, body) of an API server whose Gateway, HTTPRoutes and InferencePools of
+    `topology` are accepted and programmed (the `reference` profile's conditions), for the smoke
+    checks against a fake API server and a FakeGateway."""
+    ns = topology.namespace
+    gateway_ref = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": topology.gateway_name,
+                   "namespace": ns}
+    gateways = f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}"
+    pools = f"/apis/inference.networking.k8s.io/v1/namespaces/{ns}/inferencepools"
+    routes: dict[str, tuple[int, object]] = {
+        "/version": (200, {"major": "1", "minor": "35", "gitVersion": "v1.35.4"}),
+        f"/api/v1/namespaces/{ns}": (200, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        "/apis/inference.networking.k8s.io/v1": (200, {"kind": "APIResourceList",
+                                                       "resources": [{"name": "inferencepools"}]}),
+        f"{gateways}/gateways/{topology.gateway_name}": (200, {
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": topology.gateway_name, "namespace": ns, "generation": 1},
+            "spec": {"gatewayClassName": "fake-class"},
+            "status": {"conditions": _accepted("Accepted", "Programmed")}}),
+        "/apis/gateway.networking.k8s.io/v1/gatewayclasses/fake-class": (200, {
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "fake-class"},
+            "spec": {"controllerName": controller}}),
+    }
+    for route in topology.routes:
+        routes[f"{gateways}/httproutes/{route.name}"] = (200, {
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": route.name, "namespace": ns, "generation": 1},
+            "status": {"parents": [{"parentRef": gateway_ref, "controllerName": controller,
+                                    "conditions": _accepted("Accepted", "ResolvedRefs")}]}})
+    for pool in topology.pools:
+        routes[f"{pools}/{pool.name}"] = (200, {
+            "apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
+            "metadata": {"name": pool.name, "namespace": ns, "generation": 1},
+            "status": {"parents": [{"parentRef": gateway_ref, "conditions": _accepted("Accepted", "ResolvedRefs")}]}})
+    return routes

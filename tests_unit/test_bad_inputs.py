@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.plugin import check_gateway_reachable, read_options
+from llmd_conformance.fixtures.plugin import check_gateway_reachable, read_options
 from llmd_conformance import convergence, timing
 from llmd_conformance.mixes import COMPLETIONS, RequestSpec
 from llmd_conformance.traffic import Outcome, TrafficDriver
@@ -125,7 +125,7 @@ def test_requests_too_few_for_the_topology_stop_the_run_at_start(suite_pytester)
     """With the real plugins, --requests 5 against pattern2 (0.98 at 95%) is a usage error naming
     189, before any target is made."""
     suite_pytester.makepyfile("def test_x(): pass")
-    result = suite_pytester.runpytest_subprocess("-p", "fixtures.routing_plugin", "--target", "fake",
+    result = suite_pytester.runpytest_subprocess("-p", "llmd_conformance.fixtures.routing_plugin", "--target", "fake",
                                                  "--requests", "5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([

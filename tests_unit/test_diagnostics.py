@@ -35,8 +35,8 @@ LISTING = [
 
 # The fake target, with the diagnostics plugin loaded as the root conftest.py loads it, noting at
 # teardown whether the bundle is already there.
-CONFTEST = FAKE_TARGET_CONFTEST.replace('pytest_plugins = ["fixtures.plugin"]',
-                                        'pytest_plugins = ["fixtures.plugin", "fixtures.diagnostics_plugin"]') + '''
+CONFTEST = FAKE_TARGET_CONFTEST.replace('pytest_plugins = ["llmd_conformance.fixtures.plugin"]',
+                                        'pytest_plugins = ["llmd_conformance.fixtures.plugin", "llmd_conformance.fixtures.diagnostics_plugin"]') + '''
 
 def _teardown(self):
     bundled = (Path.cwd() / "reports" / "diagnostics" / "index.yaml").is_file()

@@ -465,7 +465,7 @@ def test_a_release_a_dead_run_of_ours_left_half_installed_is_installed_again(clo
 
 
 def test_kubeconfig_of_another_cluster_is_refused_before_any_change(cloud, tmp_path, monkeypatch):
-    """--cluster names one cluster, the kubeconfig reaches another: nothing is resized, nothing installed."""
+    """--gke-cluster names one cluster, the kubeconfig reaches another: nothing is resized, nothing installed."""
     from llmd_conformance.targets import TargetOptions
 
     kubeconfig = tmp_path / "other-cluster.yaml"
@@ -488,7 +488,7 @@ def test_pool_without_the_topologys_accelerator_is_refused_before_the_resize(clo
     with cloud.edit() as state:
         state["accelerator"] = ["cloud.google.com/gke-accelerator", "nvidia-l4"]
     refused_after_preflight(cloud, lines, r"has accelerators \['nvidia-l4'\], not nvidia-tesla-t4 as the topology "
-                                          r"needs.*Pass --node-pool")
+                                          r"needs.*Pass --gke-node-pool")
 
 
 def test_scale_to_zero_leaves_a_pool_this_run_did_not_grow(cloud, lines):

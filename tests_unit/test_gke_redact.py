@@ -14,7 +14,7 @@ from llmd_conformance.commands import CommandError, CommandRunner
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_" + "Q" * 34
-PLUGINS_CONFTEST = 'pytest_plugins = ["fixtures.plugin", "fixtures.gke_plugin"]\n'
+PLUGINS_CONFTEST = 'pytest_plugins = ["llmd_conformance.fixtures.plugin", "llmd_conformance.fixtures.gke_plugin"]\n'
 
 
 @pytest.fixture
@@ -110,8 +110,8 @@ def test_planted_secret_never_appears_in_the_output_of_a_plan_run(pytester, monk
     pytester.makeconftest(PLUGINS_CONFTEST)
     pytester.makepyfile(test_any="import pytest\n\n@pytest.mark.pattern2\ndef test_any():\n    pass\n")
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--target", "gke", "--provision", "--plan", "--project", "test-project",
-        "--zone", "us-central1-a", "--cluster", "test-cluster", "--junitxml", "junit.xml", "--report-dir", "reports",
+        "-p", "no:cacheprovider", "--target", "gke", "--provision", "--plan", "--gke-project", "test-project",
+        "--gke-zone", "us-central1-a", "--gke-cluster", "test-cluster", "--junitxml", "junit.xml", "--report-dir", "reports",
     )
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines([

@@ -16,8 +16,8 @@ from llmd_conformance.targets import TargetOptions
 from llmd_conformance.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[1]
-PLUGINS_CONFTEST = 'pytest_plugins = ["fixtures.plugin", "fixtures.gke_plugin"]\n'
-CLUSTER = ["--project", "test-project", "--zone", "us-central1-a", "--cluster", "test-cluster"]
+PLUGINS_CONFTEST = 'pytest_plugins = ["llmd_conformance.fixtures.plugin", "llmd_conformance.fixtures.gke_plugin"]\n'
+CLUSTER = ["--gke-project", "test-project", "--gke-zone", "us-central1-a", "--gke-cluster", "test-cluster"]
 
 
 @pytest.fixture
@@ -41,17 +41,17 @@ def run(pytester, monkeypatch, tmp_path):
 def test_missing_project_zone_and_cluster_are_named(run):
     result = run("--plan")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--target gke needs --project, --cluster, --zone (or --region)*"])
+    result.stderr.fnmatch_lines(["*--target gke needs --gke-project, --gke-cluster, --gke-zone (or --gke-region)*"])
 
 
 def test_zone_and_region_together_are_refused(run):
-    result = run("--plan", *CLUSTER, "--region", "us-central1")
+    result = run("--plan", *CLUSTER, "--gke-region", "us-central1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*give --zone (zonal cluster) or --region (regional cluster), not both*"])
+    result.stderr.fnmatch_lines(["*give --gke-zone (zonal cluster) or --gke-region (regional cluster), not both*"])
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--wait-timeout", "soon"], "*cannot read the duration 'soon'*"),
+    (["--gke-wait-timeout", "soon"], "*cannot read the duration 'soon'*"),
     (["--teardown", "delete-everything"], "*unknown teardown policy 'delete-everything': use one of keep, releases, "
                                           "scale-to-zero, restore*"),
 ])
@@ -70,7 +70,7 @@ def test_read_only_plan_lists_only_reads(run):
 
 
 def test_regional_plan_sizes_the_pool_per_zone(run):
-    result = run("--plan", "--provision", "--project", "p", "--region", "us-central1", "--cluster", "c",
+    result = run("--plan", "--provision", "--gke-project", "p", "--gke-region", "us-central1", "--gke-cluster", "c",
                  "--teardown", "scale-to-zero")
     assert result.ret == 0
     result.stdout.fnmatch_lines([

@@ -1,5 +1,6 @@
-"""Imports point one way: suites → fixtures → llmd_conformance; targets depend on the engine, never the reverse;
-only llmd_conformance/local imports the local target."""
+"""Imports point one way: suites → the plugin (llmd_conformance/fixtures) → the harness (the rest of
+llmd_conformance); targets depend on the engine, never the reverse; only llmd_conformance/local imports
+the local target."""
 from __future__ import annotations
 
 import ast
@@ -30,14 +31,15 @@ def offenders(folder: str, forbidden, exclude: str | None = None) -> dict[str, l
     return found
 
 
-def test_the_harness_never_imports_the_plugins_or_the_checks():
-    assert offenders("llmd_conformance", lambda m: m.split(".")[0] in ("fixtures", "suites")) == {}
+def test_the_harness_never_imports_the_plugin_or_the_checks():
+    plugin_or_checks = ("llmd_conformance.fixtures", "llmd_conformance.suites", "suites")
+    assert offenders("llmd_conformance", lambda m: m.split(".")[0] == "fixtures" or m.startswith(plugin_or_checks),
+                     exclude="llmd_conformance/fixtures/") == {}
 
 
 def test_only_the_local_package_imports_the_local_target():
     outside = offenders("llmd_conformance", lambda m: m.startswith("llmd_conformance.local"),
                         exclude="llmd_conformance/local/")
-    outside.update(offenders("fixtures", lambda m: m.startswith("llmd_conformance.local")))
     outside.update(offenders("suites", lambda m: m.startswith("llmd_conformance.local")))
     assert outside == {}
 

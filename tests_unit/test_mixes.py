@@ -119,7 +119,7 @@ def _profile_in_subprocess(env_ci: str | None) -> str:
                                                             "GITLAB_CI", "HEROKU_TEST_RUN_ID", "TEAMCITY_VERSION")}
     if env_ci is not None:
         env["CI"] = env_ci
-    code = ("import llmd_conformance.mixes; from hypothesis import settings; s = settings.default; "
+    code = ("import tests_unit.conftest; from hypothesis import settings; s = settings.default; "
             "print(settings.get_current_profile_name(), s.max_examples, s.derandomize, s.database, s.deadline)")
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           check=True).stdout.strip()

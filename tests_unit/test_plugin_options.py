@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.plugin import MARKERS, read_options
+from llmd_conformance.fixtures.plugin import MARKERS, read_options
 from tests_unit.conftest import dedent
 
 DEFAULTS = {
@@ -154,7 +154,7 @@ def test_unreachable_gateway_url_fails_at_session_start(suite_pytester):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     suite_pytester.makepyfile("def test_x(): pass")
-    result = suite_pytester.runpytest_subprocess("--gateway-url", f"http://127.0.0.1:{port}")
+    result = suite_pytester.runpytest_subprocess("--target", "fake", "--gateway-url", f"http://127.0.0.1:{port}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [f"ERROR: cannot connect to http://127.0.0.1:{port}: connection refused; check --gateway-url"])

@@ -16,7 +16,7 @@ from llmd_conformance.verdict import (Criteria, PodMap, RoutingRun, SequentialTe
                                       measure_routing, routing_summary)
 from tests_unit.test_routing_fakes import (FakeCoreApi, FakeGateway, FakePod, Pick, blind, by_model, catch_all,
                                            misrouting, topology_pods)
-from fixtures.routing_plugin import cluster_pod_maps
+from llmd_conformance.fixtures.routing_plugin import cluster_pod_maps
 
 BATCH = 10
 

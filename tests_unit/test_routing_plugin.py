@@ -27,7 +27,7 @@ from llmd_conformance.profiles import load_profile
 from llmd_conformance.topology import load_topology
 from tests_unit.test_routing_fakes import FakeCoreApi, topology_pods
 
-pytest_plugins = ["fixtures.routing_plugin"]
+pytest_plugins = ["llmd_conformance.fixtures.routing_plugin"]
 
 
 def pytest_addoption(parser):
@@ -151,7 +151,7 @@ def test_wrong_unknown_model_answer_form_is_named(pytester):
 ])
 def test_bad_options_are_usage_errors_saying_what_to_fix(pytester, args, message):
     """Out-of-range options stop the run before any test with pytest's usage error (exit 4)."""
-    result = pytester.runpytest("-p", "fixtures.routing_plugin", *args)
+    result = pytester.runpytest("-p", "llmd_conformance.fixtures.routing_plugin", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
 
@@ -177,7 +177,7 @@ def test_requests_too_few_for_the_threshold_are_refused_before_the_target(pytest
     """Requests that could not reach the threshold even with no misroute are a usage error at
     configure time, naming the minimum the bound needs (not a failure after the target is up)."""
     pytester.makeconftest(TOPOLOGY_OPTION)
-    result = pytester.runpytest("-p", "fixtures.routing_plugin", *args)
+    result = pytester.runpytest("-p", "llmd_conformance.fixtures.routing_plugin", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
 
@@ -186,15 +186,15 @@ def test_requests_too_few_for_the_threshold_are_refused_before_the_target(pytest
                                   ["--topology", "no-such-topology", "--requests", "5"]])
 def test_enough_requests_for_the_chosen_bound_pass(pytester, args):
     """The minimum follows --accuracy-bound (Clopper-Pearson needs 183 for 0.98); a bad topology is
-    left to fixtures/plugin.py to report."""
+    left to llmd_conformance/fixtures/plugin.py to report."""
     pytester.makeconftest(TOPOLOGY_OPTION)
     pytester.makepyfile("def test_x():\n    pass\n")
-    pytester.runpytest("-p", "fixtures.routing_plugin", *args).assert_outcomes(passed=1)
+    pytester.runpytest("-p", "llmd_conformance.fixtures.routing_plugin", *args).assert_outcomes(passed=1)
 
 
 def test_options_are_listed_in_the_llm_d_conformance_group(pytester):
     """--help shows the routing options under "llm-d conformance"."""
-    result = pytester.runpytest("-p", "fixtures.routing_plugin", "--help")
+    result = pytester.runpytest("-p", "llmd_conformance.fixtures.routing_plugin", "--help")
     text = result.stdout.str()
     group = text[text.index("llm-d conformance"):]
     for option in ("--requests=N", "--accuracy-threshold=X", "--accuracy-bound", "--concurrency=N",
@@ -219,7 +219,7 @@ def test_routing_options_defaults_follow_the_target(pytester, args, expected):
 
 def test_batch_size_is_at_least_ten_and_a_full_round_of_concurrency():
     """Looks happen every max(10, concurrency) requests."""
-    from fixtures.routing_plugin import RoutingOptions
+    from llmd_conformance.fixtures.routing_plugin import RoutingOptions
     base = dict(requests=None, threshold=None, bound="wilson", request_timeout=1.0, mix_seed=1,
                 replay_seed_protocol=False, seed_retry_interval=0.0)
     assert RoutingOptions(concurrency=4, **base).batch_size == 10

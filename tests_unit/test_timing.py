@@ -50,5 +50,5 @@ def test_default_is_read_from_the_environment_at_import():
 
 
 def test_gke_wait_timeout_default_reads_back_as_the_entry():
-    """--wait-timeout's default is the entry written as a duration; it must parse back to the same seconds."""
+    """--gke-wait-timeout's default is the entry written as a duration; it must parse back to the same seconds."""
     assert parse_duration(fmt_duration(timing.DEFAULT.gke_wait)) == timing.DEFAULT.gke_wait
