@@ -20,6 +20,10 @@ EPP = ev.GrpcService("epp/llm-d/gaie-gemma-epp/9002", (ev.Endpoint("10.244.1.5",
 BBR = ev.GrpcService("bbr/llm-d/body-based-router/9004", (ev.Endpoint("10.244.1.7", 9004),))
 
 
+def pool_backend(epp: ev.GrpcService, fail_open: bool, pool: str, fallback=(), h2c=False) -> ev.PoolBackend:
+    return ev.PoolBackend(epp, fail_open, f"pool-destination/{pool}", f"pool/{pool}", tuple(fallback), h2c)
+
+
 def by_model(model: str) -> ev.Match:
     return ev.Match(headers=(ev.HeaderMatch("X-Gateway-Base-Model-Name", model),))
 
@@ -27,7 +31,7 @@ def by_model(model: str) -> ev.Match:
 def pattern2_listener(address="127.77.0.1", port=80, fail_open=False) -> ev.Listener:
     routes = (
         ev.Route("gemma", by_model("google/gemma-2b-it"),
-                 ev.PoolBackend(EPP, fail_open, "pool/llm-d/gaie-gemma", (ev.Endpoint("10.244.2.2", 8000),) if fail_open else ())),
+                 pool_backend(EPP, fail_open, "llm-d/gaie-gemma", (ev.Endpoint("10.244.2.2", 8000),) if fail_open else ())),
         ev.Route("web", ev.Match(path_type="PathPrefix", path="/web/"), ev.ServiceBackend("service/llm-d/web/80", (ev.Endpoint("10.244.4.2", 8080),))),
         ev.Route("exact", ev.Match(path_type="Exact", path="/v1/models", method="GET"), ev.DirectResponse(500, "missing pool\n")),
         ev.Route("regex", ev.Match(path_type="RegularExpression", path="/v[0-9]+/.*",
@@ -66,7 +70,7 @@ def test_bbr_runs_before_the_epp_and_clears_the_route_cache(tmp_path):
     """BBR first (so header matches see its header), then the EPP filter (acting for pool routes only), then the router."""
     config = ev.render_listener(pattern2_listener(), tmp_path / "a.log")
     names = [f["name"] for f in filters(config)]
-    assert names == [ev.BBR_FILTER, ev.EPP_FILTER, "envoy.filters.http.router"]
+    assert names == [ev.BBR_FILTER, ev.EPP_FILTER, ev.SERVED_FILTER, "envoy.filters.http.router"]
     bbr, epp = filters(config)[0], filters(config)[1]
     assert bbr["typed_config"]["route_cache_action"] == "CLEAR"
     assert bbr["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == BBR.cluster
@@ -80,9 +84,9 @@ def test_bbr_runs_before_the_epp_and_clears_the_route_cache(tmp_path):
 
 
 def test_fail_close_pool_route_goes_to_original_dst_with_its_epp():
-    """FailClose: one route to the ORIGINAL_DST cluster, ext_proc enabled with the pool's EPP, no fallback."""
+    """FailClose: one route to the pool's ORIGINAL_DST cluster, ext_proc enabled with the pool's EPP, no fallback."""
     [route] = ev.render_routes(pattern2_listener().virtual_hosts[0].routes[0])
-    assert route["route"]["cluster"] == ev.ORIGINAL_DST
+    assert route["route"]["cluster"] == "pool-destination/llm-d/gaie-gemma"
     override = route["typed_per_filter_config"][ev.EPP_FILTER]["overrides"]
     assert override == {"grpc_service": {"envoy_grpc": {"cluster_name": EPP.cluster}}, "failure_mode_allow": False}
 
@@ -91,7 +95,7 @@ def test_fail_open_pool_has_header_gated_route_then_fallback():
     """FailOpen: ORIGINAL_DST only once the EPP set the destination header, else the pool's endpoints."""
     picked, fallback = ev.render_routes(pattern2_listener(fail_open=True).virtual_hosts[0].routes[0])
     assert {"name": ev.DESTINATION_HEADER, "present_match": True} in picked["match"]["headers"]
-    assert picked["route"]["cluster"] == ev.ORIGINAL_DST
+    assert picked["route"]["cluster"] == "pool-destination/llm-d/gaie-gemma"
     assert fallback["route"]["cluster"] == "pool/llm-d/gaie-gemma"
     assert ev.DESTINATION_HEADER not in json.dumps(fallback["match"])
     for r in (picked, fallback):
@@ -109,13 +113,83 @@ def test_clusters_are_rendered_once_each_with_tls_for_ext_proc():
     """EPP/BBR clusters speak h2 over TLS (GIE's --secure-serving default); ORIGINAL_DST reads the EPP header."""
     listener = pattern2_listener(fail_open=True)
     clusters = {c["name"]: c for c in ev.render_clusters([listener, listener])}
-    assert sorted(clusters) == sorted([ev.ORIGINAL_DST, ev.ORIGINAL_DST_H2C, EPP.cluster, BBR.cluster,
+    assert sorted(clusters) == sorted(["pool-destination/llm-d/gaie-gemma", EPP.cluster, BBR.cluster,
                                        "pool/llm-d/gaie-gemma", "service/llm-d/web/80"])
-    assert clusters[ev.ORIGINAL_DST]["original_dst_lb_config"] == {"use_http_header": True, "http_header_name": ev.DESTINATION_HEADER}
+    destination = clusters["pool-destination/llm-d/gaie-gemma"]
+    assert destination["type"] == "ORIGINAL_DST"
+    assert destination["original_dst_lb_config"] == {"use_http_header": True, "http_header_name": ev.DESTINATION_HEADER}
     for name in (EPP.cluster, BBR.cluster):
         assert clusters[name]["transport_socket"]["name"] == "envoy.transport_sockets.tls"
         assert clusters[name]["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"] == ["h2"]
     assert "transport_socket" not in clusters["pool/llm-d/gaie-gemma"]
+
+
+EPP_B = ev.GrpcService("epp/llm-d/gaie-phi-epp/9002", (ev.Endpoint("10.244.1.6", 9002),))
+WEB = ev.ServiceBackend("service/llm-d/web/80", (ev.Endpoint("10.244.4.2", 8080),))
+
+
+def split_route(b_fail_open: bool) -> ev.Route:
+    """70 to a FailClose pool, 20 to a pool of the given mode, 5 to a Service, 5 to an invalid backendRef."""
+    return ev.Route("split", ev.Match(), ev.Split((
+        ev.Weighted(pool_backend(EPP, False, "llm-d/a"), 70),
+        ev.Weighted(pool_backend(EPP_B, b_fail_open, "llm-d/b", (ev.Endpoint("10.244.2.3", 8000),), h2c=True), 20),
+        ev.Weighted(WEB, 5),
+        ev.Weighted(ev.DirectResponse(500, "InferencePool llm-d/c not found\n"), 5),
+    )))
+
+
+@pytest.mark.parametrize("b_fail_open", [False, True], ids=["FailClose", "FailOpen"])
+def test_weighted_split_config_passes_envoy_validate(tmp_path, b_fail_open):
+    """A split over two pools, a Service and an invalid backendRef is valid for the real Envoy."""
+    listener = ev.Listener("llm-d/gw/80", "127.77.0.1", 80, (ev.VirtualHost("*", ("*",), (split_route(b_fail_open),)),), bbr=BBR)
+    ev.validate(ev.render_static_config([listener], tmp_path / "access.log"), tmp_path)
+
+
+def test_weighted_split_gives_each_pool_its_cluster_and_epp():
+    """Weighted clusters in backendRef order; each pool's entry carries its own EPP and failure mode."""
+    [route] = ev.render_routes(split_route(b_fail_open=False))
+    action = route["route"]
+    entries = action["weighted_clusters"]["clusters"]
+    assert [(e["name"], e["weight"]) for e in entries] == [
+        ("pool-destination/llm-d/a", 70), ("pool-destination/llm-d/b", 20), (WEB.cluster, 5), ("invalid-backend/split/3", 5)]
+    overrides = [e["typed_per_filter_config"][ev.EPP_FILTER] for e in entries]
+    assert overrides[0]["overrides"] == {"grpc_service": {"envoy_grpc": {"cluster_name": EPP.cluster}}, "failure_mode_allow": False}
+    assert overrides[1]["overrides"]["grpc_service"]["envoy_grpc"]["cluster_name"] == EPP_B.cluster
+    assert overrides[2].get("disabled") is True and overrides[3].get("disabled") is True
+    assert "typed_per_filter_config" not in route, "the weighted cluster's config must decide, not the route's"
+    assert action["cluster_not_found_response_code"] == "INTERNAL_SERVER_ERROR", "an invalid backendRef's share gets 500"
+    clusters = {c["name"]: c for c in ev.render_clusters([ev.Listener("l", "127.77.0.1", 80, (
+        ev.VirtualHost("*", ("*",), (split_route(b_fail_open=False),)),))])}
+    assert clusters["pool-destination/llm-d/a"]["type"] == clusters["pool-destination/llm-d/b"]["type"] == "ORIGINAL_DST"
+    assert "typed_extension_protocol_options" in clusters["pool-destination/llm-d/b"], "pool b is h2c"
+    assert "typed_extension_protocol_options" not in clusters["pool-destination/llm-d/a"]
+    assert "invalid-backend/split/3" not in clusters
+
+
+def test_fail_open_inside_a_split_falls_back_per_pool():
+    """FailOpen in a split: the header-gated route keeps every pool's ORIGINAL_DST cluster; the fallback
+    route has the same weights in the same order (Envoy's pick comes from the stream id, so it stays the
+    same) with the FailOpen pool's endpoints in its place."""
+    picked, fallback = ev.render_routes(split_route(b_fail_open=True))
+    assert {"name": ev.DESTINATION_HEADER, "present_match": True} in picked["match"]["headers"]
+    names = [[(e["name"], e["weight"]) for e in r["route"]["weighted_clusters"]["clusters"]] for r in (picked, fallback)]
+    assert names[0][1] == ("pool-destination/llm-d/b", 20) and names[1][1] == ("pool/llm-d/b", 20)
+    assert names[0][0] == names[1][0] == ("pool-destination/llm-d/a", 70), "the FailClose pool has no fallback"
+    assert [w for _, w in names[0]] == [w for _, w in names[1]]
+
+
+def test_pool_routes_report_the_served_endpoint_to_the_epp():
+    """The address Envoy connected to goes back to the EPP as envoy.lb metadata (GIE endpoint picker protocol)."""
+    config = ev.render_listener(pattern2_listener(), Path("a.log"))
+    epp = next(f for f in filters(config) if f["name"] == ev.EPP_FILTER)
+    assert epp["typed_config"]["metadata_options"] == {"forwarding_namespaces": {"untyped": ["envoy.lb"]}}
+    served = next(f for f in filters(config) if f["name"] == ev.SERVED_FILTER)["typed_config"]["response_rules"]
+    assert served == [{"header": "x-gateway-destination-endpoint-served", "remove": True, "on_header_present": {
+        "metadata_namespace": "envoy.lb", "key": "x-gateway-destination-endpoint-served", "type": "STRING"}}]
+    routes = envoy_routes(config)
+    assert routes[0]["response_headers_to_add"][0]["header"] == {
+        "key": "x-gateway-destination-endpoint-served", "value": "%UPSTREAM_REMOTE_ADDRESS%"}
+    assert all("response_headers_to_add" not in r for r in routes[1:]), "only pool routes report to an EPP"
 
 
 def test_path_prefix_matches_whole_segments():
@@ -148,13 +222,29 @@ class Backend(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def backend():
-    server = http.server.ThreadingHTTPServer(("127.77.0.250", 0), Backend)
+def serve(address: str):
+    server = http.server.ThreadingHTTPServer((address, 0), Backend)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield ev.Endpoint(*server.server_address)
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def backend():
+    yield from serve("127.77.0.250")
+
+
+@pytest.fixture
+def backend_b():
+    yield from serve("127.77.0.251")
+
+
+def access_log(envoy: ev.EnvoyProcess, count: int) -> list[dict]:
+    deadline = time.monotonic() + 5
+    while len(envoy.access_log.read_text().splitlines()) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [json.loads(line) for line in envoy.access_log.read_text().splitlines()]
 
 
 @pytest.fixture
@@ -180,8 +270,8 @@ def test_routes_and_failure_modes_with_the_epp_down(envoy, backend, client):
     no_epp = ev.GrpcService("epp/test/down/9002", ())
     listener = listener_with([
         ev.Route("svc", ev.Match(headers=(ev.HeaderMatch("x-model", "svc"),)), ev.ServiceBackend("service/test/b/80", (backend,))),
-        ev.Route("closed", ev.Match(headers=(ev.HeaderMatch("x-model", "closed"),)), ev.PoolBackend(no_epp, False, "pool/test/c", ())),
-        ev.Route("open", ev.Match(headers=(ev.HeaderMatch("x-model", "open"),)), ev.PoolBackend(no_epp, True, "pool/test/o", (backend,))),
+        ev.Route("closed", ev.Match(headers=(ev.HeaderMatch("x-model", "closed"),)), pool_backend(no_epp, False, "test/c")),
+        ev.Route("open", ev.Match(headers=(ev.HeaderMatch("x-model", "open"),)), pool_backend(no_epp, True, "test/o", (backend,))),
     ])
     assert envoy.apply([listener]) == {}
     url = f"http://{listener.address}:{listener.port}/v1/completions"
@@ -193,12 +283,43 @@ def test_routes_and_failure_modes_with_the_epp_down(envoy, backend, client):
     assert got["open"].json()["served_by"] == f"{backend.address}:{backend.port}"
     assert ev.DESTINATION_HEADER not in got["svc"].json()["headers"]
 
-    deadline = time.monotonic() + 5
-    while len(envoy.access_log.read_text().splitlines()) < 4 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    entries = {e["route"]: e for e in map(json.loads, envoy.access_log.read_text().splitlines())}
+    entries = {e["route"]: e for e in access_log(envoy, 4)}
     assert entries["open/epp-failed-open"]["upstream_host"] == f"{backend.address}:{backend.port}", entries
+    assert entries["open/epp-failed-open"]["served_endpoint"] == f"{backend.address}:{backend.port}", entries
     assert entries["closed"]["status"] == 500 and "ext_proc" in entries["closed"]["details"], entries["closed"]
+
+
+def test_weighted_split_applies_each_pools_failure_mode(envoy, backend, backend_b, client):
+    """EPPs down: a 70/30 split of two FailOpen pools shares 200 requests within GIE's tolerance
+    (max(0.10, 3 sigma), its GatewayWeightedAcrossTwoInferencePools), each request served by a pool
+    endpoint reported as served; with the 30 pool FailClose its share becomes ext_proc 500s."""
+    down = ev.GrpcService("epp/test/down/9002", ())
+    a, b = (f"{e.address}:{e.port}" for e in (backend, backend_b))
+
+    def split(b_fail_open: bool) -> ev.Split:
+        return ev.Split((ev.Weighted(pool_backend(down, True, "test/a", (backend,)), 70),
+                         ev.Weighted(pool_backend(down, b_fail_open, "test/b", (backend_b,)), 30)))
+
+    total = 200
+    listener = listener_with([ev.Route("open", ev.Match(), split(True))])
+    assert envoy.apply([listener]) == {}
+    url = f"http://{listener.address}:{listener.port}/v1/completions"
+    served = [client.post(url, json={"model": "m"}).json()["served_by"] for _ in range(total)]
+    share = served.count(a) / total
+    tolerance = max(0.10, 3 * (0.7 * 0.3 / total) ** 0.5)
+    assert served.count(a) + served.count(b) == total
+    assert abs(share - 0.7) <= tolerance, f"primary share {share:.3f}, expected 0.700 ± {tolerance:.3f}"
+    logged = access_log(envoy, total)
+    assert all(e["served_endpoint"] == e["upstream_host"] in (a, b) for e in logged), logged[:3]
+
+    closed = ev.Listener(listener.name, listener.address, listener.port,
+                         (ev.VirtualHost("*", ("*",), (ev.Route("mixed", ev.Match(), split(False)),)),))
+    envoy.apply([closed])
+    answers = [client.post(url, json={"model": "m"}) for _ in range(total)]
+    codes = [r.status_code for r in answers]
+    assert set(codes) == {200, 500}, codes
+    assert {r.json()["served_by"] for r in answers if r.status_code == 200} == {a}
+    assert abs(codes.count(500) / total - 0.3) <= tolerance, f"{codes.count(500)} of {total} got 500"
 
 
 def test_config_changes_apply_without_restarting_envoy(envoy, backend, client):

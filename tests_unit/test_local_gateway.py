@@ -251,6 +251,31 @@ def test_service_backend_resolves_to_ready_endpoint_slice_addresses():
     assert r.backend == ev.ServiceBackend(f"service/{NS}/web/80", (ev.Endpoint("10.244.4.2", 8080),))
 
 
+def test_weighted_backend_refs_become_a_split_over_both_pools():
+    """Several backendRefs in a rule: a Split in ref order with their weights (default 1, weight 0 left
+    out); both pools get parent status; an invalid ref keeps its share and makes ResolvedRefs False."""
+    refs = [{"group": V1, "kind": "InferencePool", "name": "gaie-gemma", "weight": 70},
+            {"group": V1, "kind": "InferencePool", "name": "gaie-phi"},
+            {"group": V1, "kind": "InferencePool", "name": "gaie-unused", "weight": 0}]
+    result = plan(pattern2(routes=[route(rules=[{"backendRefs": refs}])]), ADDR)
+    [r] = routes_of(result)
+    assert isinstance(r.backend, ev.Split)
+    assert [(w.backend.cluster, w.weight) for w in r.backend.backends] == [
+        (f"pool-destination/{NS}/gaie-gemma", 70), (f"pool-destination/{NS}/gaie-phi", 1)]
+    assert [w.backend.epp.cluster for w in r.backend.backends] == [f"epp/{NS}/gaie-gemma-epp/9002", f"epp/{NS}/gaie-phi-epp/9002"]
+    [parent] = result.route_parents[(NS, "llm-d-pattern2")]
+    assert cond(parent["conditions"], "Accepted")["status"] == "True"
+    assert cond(parent["conditions"], "ResolvedRefs")["status"] == "False", "gaie-unused does not exist"
+    assert {k[2] for k in result.pool_parents} == {"gaie-gemma", "gaie-phi"}
+
+    refs[2]["weight"] = 10
+    [r] = routes_of(plan(pattern2(routes=[route(rules=[{"backendRefs": refs}])]), ADDR))
+    assert isinstance(r.backend.backends[2].backend, ev.DirectResponse) and r.backend.backends[2].weight == 10
+    only_zero = [{"group": V1, "kind": "InferencePool", "name": "gaie-gemma", "weight": 0}]
+    [r] = routes_of(plan(pattern2(routes=[route(rules=[{"backendRefs": only_zero}])]), ADDR))
+    assert r.backend.status == 500 and "weight 0" in r.backend.body
+
+
 def test_rule_filters_make_the_route_not_accepted():
     """Features the local gateway lacks are refused with UnsupportedValue, never silently dropped."""
     rule = header_rule("google/gemma-2b-it", "gaie-gemma")
