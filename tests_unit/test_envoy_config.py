@@ -337,6 +337,22 @@ def test_config_changes_apply_without_restarting_envoy(envoy, backend, client):
     assert envoy._proc.pid == pid and envoy.running
 
 
+def test_each_listener_gets_its_own_route_config(envoy, client):
+    """Two Gateways: each listener serves its own routes (Envoy takes one route config per RDS file),
+    and changing one Gateway's routes leaves the other's file alone."""
+    first = listener_with([ev.Route("a", ev.Match(), ev.DirectResponse(418, "first\n"))])
+    second = ev.Listener("test/other/x", "127.77.0.247", free_port("127.77.0.247"),
+                         (ev.VirtualHost("*", ("*",), (ev.Route("b", ev.Match(), ev.DirectResponse(429, "second\n")),)),))
+    assert envoy.apply([first, second]) == {}
+    assert [client.get(f"http://{l.address}:{l.port}/").status_code for l in (first, second)] == [418, 429]
+    before = envoy.rds_path(first.name).stat().st_mtime_ns
+    changed = ev.Listener(second.name, second.address, second.port,
+                          (ev.VirtualHost("*", ("*",), (ev.Route("b", ev.Match(), ev.DirectResponse(503, "changed\n")),)),))
+    envoy.apply([first, changed])
+    assert [client.get(f"http://{l.address}:{l.port}/").status_code for l in (first, second)] == [418, 503]
+    assert envoy.rds_path(first.name).stat().st_mtime_ns == before
+
+
 def test_port_in_use_is_reported_with_the_holding_process(envoy):
     """Envoy cannot bind a taken port: apply returns the error and listening_process names the holder."""
     address = "127.77.0.248"
