@@ -199,6 +199,18 @@ def test_pool_faults_render_the_broken_pool(catalogue):
     assert ports == [{"number": 8001}], ports
 
 
+def test_lightest_model_fault_renders_its_pool_over_its_own_and_the_qwen_pod(catalogue):
+    """gaie-smollm selects llm-d.ai/size=small instead of its model label; the SmolLM and Qwen pods carry
+    it, so the pool selects exactly those two pods (one of another model), and nothing else changes."""
+    objects = _render(catalogue, "lightest-model-pool-selects-another-models-pod")
+    selector = _one(objects, "InferencePool", "gaie-smollm")["spec"]["selector"]["matchLabels"]
+    assert selector == {"llm-d.ai/inferenceServing": "true", "llm-d.ai/size": "small"}, selector
+    labels = {name: _one(objects, "Deployment", f"{name}-decode")["spec"]["template"]["metadata"]["labels"]
+              for name in ("ms-smollm", "ms-qwen")}
+    assert all(set(selector.items()) <= set(pod.items()) for pod in labels.values()), labels
+    assert labels["ms-qwen"]["llm-d.ai/model"] == "qwen2.5-1.5b-instruct"  # gaie-qwen still selects it
+
+
 # ------------------------------------------------------------------ validation of bad catalogues
 
 GOOD_FAULT = {
