@@ -1,11 +1,14 @@
-"""benchmarks/routing_driver.py and benchmarks/verdict_time.py run against fakes served on loopback."""
+"""benchmarks/routing_driver.py and benchmarks/verdict_time.py run against fakes served on loopback;
+the arguments and report reading of benchmarks/model_count.py and fault_repeat.py (they need a cluster)."""
 from __future__ import annotations
 
 import shutil
 
 import pytest
 
-from benchmarks import routing_driver, verdict_time
+import yaml
+
+from benchmarks import fault_repeat, model_count, routing_driver, verdict_time
 from llmd_conformance.topology import load_topology
 from tests_unit.test_routing_fakes import FakeGateway, blind, by_model, topology_pods
 
@@ -62,3 +65,23 @@ def test_driver_benchmark_refuses_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         routing_driver.main(["--url", "http://127.0.0.1:9", "--model", "m", "--concurrency", "0"])
     assert "--concurrency must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_model_count_reads_requests_sent_and_the_failed_models_from_the_details(tmp_path):
+    details = {"routing": [{"passed": False, "requests_sent": 302, "reason": "x",
+                            "models_failed": ["HuggingFaceTB/SmolLM2-135M-Instruct"]}]}
+    (tmp_path / "pattern2-4-models-cluster-details.yaml").write_text(yaml.safe_dump(details))
+    assert model_count.routing_figures(tmp_path, "pattern2-4-models") == (
+        "302", "FAIL (HuggingFaceTB/SmolLM2-135M-Instruct)")
+    assert model_count.routing_figures(tmp_path, "pattern2")[0] == "-"
+
+
+@pytest.mark.parametrize(("main", "argv", "message"), [
+    (model_count.main, ["--topology", "pattern9"], "unknown topology 'pattern9'"),
+    (fault_repeat.main, ["--fault", "no-such-fault"], "no fault 'no-such-fault'"),
+    (fault_repeat.main, ["--fault", "bbr-missing", "--runs", "0"], "--runs must be >= 1, got 0"),
+])
+def test_cluster_benchmarks_refuse_bad_arguments_before_starting_anything(capsys, main, argv, message):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
