@@ -199,15 +199,22 @@ def test_pool_faults_render_the_broken_pool(catalogue):
     assert ports == [{"number": 8001}], ports
 
 
-def test_lightest_model_fault_renders_its_pool_over_its_own_and_the_qwen_pod(catalogue):
-    """gaie-smollm selects llm-d.ai/size=small instead of its model label; the SmolLM and Qwen pods carry
-    it, so the pool selects exactly those two pods (one of another model), and nothing else changes."""
-    objects = _render(catalogue, "lightest-model-pool-selects-another-models-pod")
-    selector = _one(objects, "InferencePool", "gaie-smollm")["spec"]["selector"]["matchLabels"]
-    assert selector == {"llm-d.ai/inferenceServing": "true", "llm-d.ai/size": "small"}, selector
+def test_lightest_model_fault_points_its_pool_at_its_own_and_the_qwen_pod(catalogue):
+    """The patched gaie-smollm selects llm-d.ai/size=small instead of its model label; the SmolLM and Qwen
+    pods carry it, so the pool selects exactly those two pods (one of another model), and gaie-qwen still
+    selects the Qwen pod."""
+    fault = catalogue.fault("lightest-model-pool-selects-another-models-pod")
+    objects = _render(catalogue, fault.name)
+    pool = next(s.spec for s in fault.steps if s.kind == "patch")
+    assert (pool["kind"], pool["name"]) == ("InferencePool", "gaie-smollm")
+    pools = [o for o in yaml.safe_load_all(helmfile(fault.run_topology, "template", "--skip-deps",
+                                                    names=["gaie-smollm"])) if o]
+    rendered = _one(pools, "InferencePool", "gaie-smollm")["spec"]["selector"]["matchLabels"]
+    patched = {k: v for k, v in {**rendered, **pool["patch"]["spec"]["selector"]["matchLabels"]}.items() if v is not None}
+    assert patched == {"llm-d.ai/inferenceServing": "true", "llm-d.ai/size": "small"}, patched
     labels = {name: _one(objects, "Deployment", f"{name}-decode")["spec"]["template"]["metadata"]["labels"]
               for name in ("ms-smollm", "ms-qwen")}
-    assert all(set(selector.items()) <= set(pod.items()) for pod in labels.values()), labels
+    assert all(set(patched.items()) <= set(pod.items()) for pod in labels.values()), labels
     assert labels["ms-qwen"]["llm-d.ai/model"] == "qwen2.5-1.5b-instruct"  # gaie-qwen still selects it
 
 
