@@ -14,7 +14,7 @@ import pytest
 
 from llmd_conformance.mixes import (CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix,
                                     topology_plan)
-from llmd_conformance.fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps
+from llmd_conformance.fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps, deployed_selectors
 from llmd_conformance.health import ERRORS, diagnose_errors, read_health
 from llmd_conformance.traffic import AnswerKind, Outcome, TrafficDriver
 from llmd_conformance.verdict import (Criteria, PodMap, SequentialTest, diagnose, explain, format_run,
@@ -47,7 +47,8 @@ def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, k
     before = read_health(kube, topology)  # to date restarts and replaced pods if the answers hold errors
     outcome = asyncio.run(run())
     parts = []
-    pod_models, pool_pods = cluster_pod_maps(kube.core, topology)  # who answered, for the matrix and the diagnosis
+    # who answered, for the matrix and the diagnosis: pools as deployed
+    pod_models, pool_pods = cluster_pod_maps(kube.core, topology, deployed_selectors(kube, topology))
     pods = PodMap.of(topology, pod_models)
     if not outcome.decision.passed:
         parts.append(diagnose(topology, outcome.results, pod_models, pool_pods))

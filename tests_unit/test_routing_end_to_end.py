@@ -181,3 +181,17 @@ def test_sixteen_models_read_as_a_table_and_a_compact_matrix():
     summary = routing_summary(run, topology=topology.name, mix_seed=99, diagnosis=None, pods=pod_map,
                               per_model=topology.routing.per_model)
     assert len(summary["matrix"]) == 17 and summary["per_model_criterion"]["floor"] == 29
+
+
+def test_pod_maps_follow_the_deployed_selectors_not_the_topologys():
+    """A pool edited in the cluster selects what its deployed selector says; a missing pool selects nothing."""
+    topology = load_topology("pattern2-4-models")
+    pods = [FakePod(p.name, p.model, {**p.labels, "llm-d.ai/size": "small"} if p.model in (SMOL, QWEN) else p.labels)
+            for p in topology_pods(topology)]
+    selectors = {pool.name: pool.selector for pool in topology.pools}
+    selectors["gaie-smollm"] = {"llm-d.ai/inferenceServing": "true", "llm-d.ai/size": "small"}
+    selectors["gaie-phi"] = None
+    pod_models, pool_pods = cluster_pod_maps(FakeCoreApi(pods), topology, selectors)
+    assert pool_pods["gaie-smollm"] == {"ms-smollm-decode-0", "ms-qwen-decode-0"}
+    assert pool_pods["gaie-qwen"] == {"ms-qwen-decode-0"} and pool_pods["gaie-phi"] == set()
+    assert pod_models["ms-qwen-decode-0"] == QWEN

@@ -23,6 +23,7 @@ SUITE = REPO / "suites" / "test_routing_accuracy.py"
 FAKE_FIXTURES = '''
 import json, types
 import pytest
+from llmd_conformance.kube import POOL_APIS
 from llmd_conformance.profiles import load_profile
 from llmd_conformance.topology import load_topology
 from tests_unit.test_routing_fakes import FakeCoreApi, topology_pods
@@ -51,7 +52,9 @@ def gateway_profile():
 
 @pytest.fixture(scope="session")
 def kube(topology):
-    return types.SimpleNamespace(core=FakeCoreApi(topology_pods(topology)))
+    pools = {{p.name: {{"spec": {{"selector": {{"matchLabels": p.selector}}}}}} for p in topology.pools}}
+    return types.SimpleNamespace(core=FakeCoreApi(topology_pods(topology)), pool_api=POOL_APIS[0],
+                                 get_pool=lambda namespace, name: pools[name])
 
 
 class Recorder:
