@@ -68,6 +68,9 @@ class Timing:
     # GKE mode of the local gateway: from taking a Gateway to serving its routes (404 `fault filter abort` until then)
     gke_local_programming_delay: float = 20.0
     process_stop_grace: float = 5.0  # a control-plane process between SIGTERM and SIGKILL
+    keeper_ready: float = 60 * 60.0  # a kept target's keeper setting it up (a cold build included)
+    keeper_stop: float = 120.0  # a keeper's teardown after SIGTERM, then SIGKILL
+    keeper_reuse: float = 10.0  # a kept target's pods Ready again before a reusing run's checks
     # -- fault catalogue: Ready waits, two helmfile syncs and the healthy checks, on top of a fault's own timeout
     fault_restore: float = 600.0
     fault_suite_run: float = 300.0  # one fault's suite run, when the catalogue names no timeout
