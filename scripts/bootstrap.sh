@@ -2,8 +2,9 @@
 # Installs what the suite needs for one target on a fresh machine; quick when everything is already there.
 # Usage: bash scripts/bootstrap.sh [local|cluster|gke]   (default local)
 #   local          as root: Debian packages (iproute2, openssl, procps; wrk for benchmarks; shellcheck for the
-#                  workflow lint), the Python package, every pinned upstream Go program (the local cluster's,
-#                  helm, helmfile, actionlint: tests_unit needs them all), the upstream GIE charts.
+#                  workflow lint; python3-dev, libzmq3-dev, g++ for llm-d's scheduler; Rust/cargo must be there
+#                  already), the Python package, every pinned upstream Go program (the local cluster's, helm,
+#                  helmfile, actionlint: tests_unit needs them all), the upstream GIE charts.
 #   cluster, gke   any user: the Python package, and helm, helmfile and the GIE charts for --provision
 #                  (checks of a deployment that is already there need only the Python package).
 set -euo pipefail
@@ -24,6 +25,8 @@ case $target in
     command -v wrk >/dev/null || missing+=(wrk)
     command -v pgrep >/dev/null || missing+=(procps)
     command -v shellcheck >/dev/null || missing+=(shellcheck)
+    # llm-d's scheduler is a cgo build: it embeds CPython and links libzmq and (cargo-built) libtokenizers.
+    for pkg in python3-dev libzmq3-dev g++; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
     if ((${#missing[@]})); then
       echo "bootstrap: apt-get install ${missing[*]}"
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -28,6 +28,12 @@ POOL_GROUP = "inference.networking.k8s.io"
 BBR_SERVICE, BBR_PORT = "body-based-router", 9004
 BBR_ANNOTATION = "llmd.local/body-based-routing"
 BBR_MANAGED = "inference.networking.k8s.io/bbr-managed"
+IPP_MANAGED = "inference.llm-d.ai/ipp-managed"
+# The container image of each EPP and router implementation (pools[].epp.implementation, bbr.implementation).
+EPP_IMAGE = {"gie-epp": "registry.k8s.io/gateway-api-inference-extension/epp:v1.5.0",
+             "llm-d-inference-scheduler": "ghcr.io/llm-d/llm-d-inference-scheduler:v0.4.0"}
+ROUTER_IMAGE = {"gie-bbr": "registry.k8s.io/gateway-api-inference-extension/bbr:v1.5.0",
+                "payload-processor": "ghcr.io/llm-d/llm-d-inference-payload-processor:v0.1.0"}
 SHOWN = 5  # offending items listed in a failure message
 
 
@@ -163,7 +169,10 @@ def test_each_pool_points_at_its_epp_service_and_fails_closed(rendered):
         service_ports = [p["port"] for p in rendered.one("Service", pool.epp_service)["spec"]["ports"]]
         if pool.epp_port not in service_ports:
             problems.append(f"Service {pool.epp_service}: ports {service_ports} lack {pool.epp_port}")
-        args = container(rendered.one("Deployment", pool.epp_service))["args"]
+        epp = container(rendered.one("Deployment", pool.epp_service))
+        if epp["image"] != EPP_IMAGE[pool.epp_implementation]:
+            problems.append(f"Deployment {pool.epp_service}: image {epp['image']}, expected {EPP_IMAGE[pool.epp_implementation]}")
+        args = epp["args"]
         for flag, wanted in (("--pool-name", pool.name), ("--grpc-port", str(pool.epp_port))):
             if flag_value(args, flag) != wanted:
                 problems.append(f"Deployment {pool.epp_service}: {flag} {flag_value(args, flag)!r}, expected {wanted!r}")
@@ -320,28 +329,45 @@ def test_gateway_has_the_topology_name_class_listener_and_bbr_annotation(rendere
     if listeners != [("HTTP", topo.listener_port)]:
         problems.append(f"listeners {listeners}, expected HTTP on {topo.listener_port}")
     annotation = gateway["metadata"].get("annotations", {}).get(BBR_ANNOTATION)
-    wanted = f"{BBR_SERVICE}:{BBR_PORT}" if topo.bbr_header and rendered.environment == "local" else None
+    wanted = f"{topo.bbr_service}:{topo.bbr_port}" if topo.bbr_header and rendered.environment == "local" else None
     if annotation != wanted:
         problems.append(f"annotation {BBR_ANNOTATION}={annotation!r}, expected {wanted!r}")
-    if wanted and BBR_PORT not in [p["port"] for p in rendered.one("Service", BBR_SERVICE)["spec"]["ports"]]:
-        problems.append(f"Service {BBR_SERVICE} does not expose port {BBR_PORT} named by the annotation")
+    if wanted and topo.bbr_port not in [p["port"] for p in rendered.one("Service", topo.bbr_service)["spec"]["ports"]]:
+        problems.append(f"Service {topo.bbr_service} does not expose port {topo.bbr_port} named by the annotation")
     expect_none(problems, f"{rendered}: Gateway {topo.gateway_name}")
 
 
 def test_bbr_and_one_allowlist_per_model_exist_only_with_bbr(rendered):
-    """With bbr: the BBR Deployment, its header plugins, a bbr-managed ConfigMap per model; without: none of them."""
+    """With bbr: the router's Deployment of the topology's implementation, its header plugins, a ConfigMap
+    per model with the label that router reads; without: none of them."""
     topo = rendered.topology
+    payload_processor = topo.bbr_implementation == "payload-processor"
+    label = IPP_MANAGED if payload_processor else BBR_MANAGED
     allowlists = sorted(c["data"]["baseModel"] for c in rendered.of_kind("ConfigMap")
-                        if c["metadata"].get("labels", {}).get(BBR_MANAGED) == "true")
-    has_bbr_deployment = BBR_SERVICE in rendered.names("Deployment")
+                        if {BBR_MANAGED, IPP_MANAGED} & set(c["metadata"].get("labels", {})))
+    routers = [d["metadata"]["name"] for d in rendered.of_kind("Deployment")
+               if container(d)["image"] in ROUTER_IMAGE.values()]
     if not topo.bbr_header:
-        assert not has_bbr_deployment and not allowlists, \
-            f"{rendered}: topology has no bbr, found BBR Deployment={has_bbr_deployment}, allowlists {allowlists}"
+        assert not routers and not allowlists, \
+            f"{rendered}: topology has no bbr, found router Deployments {routers}, allowlists {allowlists}"
         return
     problems = []
-    if allowlists != sorted(m.id for m in topo.models):
-        problems.append(f"bbr-managed ConfigMaps name base models {allowlists}, expected {sorted(m.id for m in topo.models)}")
-    args = container(rendered.one("Deployment", BBR_SERVICE))["args"]
+    labelled = sorted(c["data"]["baseModel"] for c in rendered.of_kind("ConfigMap")
+                      if c["metadata"].get("labels", {}).get(label) == "true")
+    if allowlists != labelled or labelled != sorted(m.id for m in topo.models):
+        problems.append(f"ConfigMaps labelled {label} name base models {labelled} (all allowlists: {allowlists}), "
+                        f"expected {sorted(m.id for m in topo.models)}")
+    image = container(rendered.one("Deployment", topo.bbr_service))["image"]
+    if routers != [topo.bbr_service] or image != ROUTER_IMAGE[topo.bbr_implementation]:
+        problems.append(f"router Deployments {routers}, image {image}: expected only {topo.bbr_service} "
+                        f"with {ROUTER_IMAGE[topo.bbr_implementation]}")
+    if payload_processor:
+        config = rendered.one("ConfigMap", topo.bbr_service)["data"]["default-ipp-config.yaml"]
+        if "type: base-model-to-header" not in config or "headerName: X-Gateway-Model-Name" not in config:
+            problems.append(f"payload processor configuration lacks base-model-to-header or body-field-to-header:\n{config}")
+        expect_none(problems, f"{rendered}: payload processor")
+        return
+    args = container(rendered.one("Deployment", topo.bbr_service))["args"]
     plugins = [args[i + 1] for i, a in enumerate(args) if a == "--plugin"]
     if not any(p.startswith("base-model-to-header:") for p in plugins):
         problems.append(f"BBR plugins {plugins} lack base-model-to-header (sets X-Gateway-Base-Model-Name)")
@@ -349,7 +375,7 @@ def test_bbr_and_one_allowlist_per_model_exist_only_with_bbr(rendered):
             p.startswith("body-field-to-header:") and f'"headerName":"{topo.bbr_header}"' in p for p in plugins):
         problems.append(f"BBR plugins {plugins} do not copy the model into {topo.bbr_header}")
     if rendered.environment == "gke":
-        targets = [t["name"] for t in rendered.one("GCPRoutingExtension", BBR_SERVICE)["spec"]["targetRefs"]]
+        targets = [t["name"] for t in rendered.one("GCPRoutingExtension", topo.bbr_service)["spec"]["targetRefs"]]
         if targets != [topo.gateway_name]:
             problems.append(f"GCPRoutingExtension targets {targets}, expected {[topo.gateway_name]}")
     expect_none(problems, f"{rendered}: body-based routing")

@@ -30,7 +30,8 @@ def only_problem(data: dict | str) -> str:
     return problems[0]
 
 
-@pytest.mark.parametrize("name", ["pattern1", "pattern2", "pattern2-single-pool", "pattern2-gke-local"])
+@pytest.mark.parametrize("name", ["pattern1", "pattern2", "pattern2-single-pool", "pattern2-gke-local", "pattern2-llmd",
+                                  "pattern2-llmd-single-pool"])
 def test_shipped_topologies_load(name):
     """Every topology under manifests/topologies loads without problems."""
     topology = load_topology(name)
@@ -74,7 +75,8 @@ def test_unknown_topology_name_lists_the_known_ones():
     with pytest.raises(TopologyError) as excinfo:
         load_topology("pattern3")
     assert str(excinfo.value) == ("unknown topology 'pattern3' (known: pattern1, pattern2, pattern2-16-models, "
-                                  "pattern2-4-models, pattern2-8-models, pattern2-gke-local, pattern2-single-pool); "
+                                  "pattern2-4-models, pattern2-8-models, pattern2-gke-local, pattern2-llmd, "
+                                  "pattern2-llmd-single-pool, pattern2-single-pool); "
                                   "pass one of these names or the path of a topology YAML file")
 
 
@@ -210,6 +212,21 @@ def test_bbr_service_defaults_to_the_gie_chart_and_can_be_named():
     assert (named.bbr_service, named.bbr_port) == ("my-bbr", 9100)
     data["bbr"]["port"] = 70000
     assert only_problem(data) == f"{SHOWN}: bbr.port: must be in [1, 65535], found 70000"
+
+
+def test_router_and_epp_implementations_default_to_gie_and_are_checked():
+    """bbr.implementation and pools[].epp.implementation name GIE's or llm-d's component; GIE's by default."""
+    t = load_topology("pattern2")
+    assert t.bbr_implementation == "gie-bbr" and {p.epp_implementation for p in t.pools} == {"gie-epp"}
+    llmd = load_topology("pattern2-llmd")
+    assert llmd.bbr_implementation == "payload-processor"
+    assert {p.epp_implementation for p in llmd.pools} == {"llm-d-inference-scheduler"}
+    data = base()
+    data["bbr"]["implementation"] = "envoy-ai-gateway"
+    data["pools"][1]["epp"]["implementation"] = "llm-d-router"
+    assert problems_of(data) == [
+        f"{SHOWN}: bbr.implementation: 'envoy-ai-gateway' is not one of gie-bbr, payload-processor",
+        f"{SHOWN}: pools[1].epp.implementation: 'llm-d-router' is not one of gie-epp, llm-d-inference-scheduler"]
 
 
 @pytest.mark.parametrize("section,key,value", [("pools", "name", "gaie-gemma"), ("models", "id", "google/gemma-2b-it")])

@@ -1,0 +1,89 @@
+"""Which endpoint picker and which body-based router a deployment runs, and which inference CRD bundles
+the cluster has: read from the cluster, never configured.
+
+The EPP and the router are known by the repositories of their container images (Deployments of the
+topology's namespace): GIE's reference EPP and BBR, llm-d's scheduler and payload processor (FACTS §10:
+GIE v1.6 moved the EPP to llm-d and BBR to llm-d-inference-payload-processor). The version is the
+image tag. CRDs are read from their bundle-version annotation and the versions they serve.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kubernetes import client
+
+from llmd_conformance.kube import get_json
+
+UNKNOWN = "unknown"
+# (repository suffix of the image, role, implementation): role endpointPicker or bodyBasedRouter.
+KNOWN_IMAGES = (
+    ("gateway-api-inference-extension/epp", "endpointPicker", "gie-epp"),
+    ("llm-d-inference-scheduler", "endpointPicker", "llm-d-inference-scheduler"),
+    ("llm-d-router", "endpointPicker", "llm-d-router"),
+    ("gateway-api-inference-extension/bbr", "bodyBasedRouter", "gie-bbr"),
+    ("llm-d-inference-payload-processor", "bodyBasedRouter", "payload-processor"),
+)
+# API groups whose CRDs decide how a multi-model deployment routes.
+INFERENCE_GROUPS = ("inference.networking.k8s.io", "inference.networking.x-k8s.io", "llm-d.ai")
+
+
+def identify(image: str) -> tuple[str, str, str] | None:
+    """(role, implementation, tag) of a container image, None for any other image."""
+    name, _, digest = image.partition("@")
+    repository, tag = name, ""
+    if ":" in name.rsplit("/", 1)[-1]:
+        repository, tag = name.rsplit(":", 1)
+    for suffix, role, implementation in KNOWN_IMAGES:
+        if repository == suffix or repository.endswith("/" + suffix):
+            return role, implementation, tag or digest or "latest"
+    return None
+
+
+def components_of(deployments: Iterable[dict]) -> dict[str, str]:
+    """Per Deployment running a known EPP or router: `<role>.<deployment>` -> `<implementation> <tag>`,
+    and `<role>` -> the distinct ones, comma-separated."""
+    found: dict[str, str] = {}
+    for deployment in deployments:
+        name = deployment.get("metadata", {}).get("name", "?")
+        containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
+        for container in containers:
+            known = identify(container.get("image") or "")
+            if known:
+                role, implementation, tag = known
+                found[f"{role}.{name}"] = f"{implementation} {tag}"
+    for role in ("endpointPicker", "bodyBasedRouter"):
+        values = sorted({v for k, v in found.items() if k.startswith(role + ".")})
+        if values:
+            found[role] = ", ".join(values)
+    return found
+
+
+def crd_versions(crds: Iterable[dict]) -> dict[str, str]:
+    """`crd.<plural>.<group>` -> `<bundle version> (served v1, ...)` for the inference groups' CRDs."""
+    found = {}
+    for crd in crds:
+        spec = crd.get("spec", {})
+        if spec.get("group") not in INFERENCE_GROUPS:
+            continue
+        annotations = crd.get("metadata", {}).get("annotations") or {}
+        bundle = next((v for k, v in sorted(annotations.items()) if k.endswith("/bundle-version")), UNKNOWN)
+        served = [v["name"] for v in spec.get("versions", []) if v.get("served")]
+        found[f"crd.{crd['metadata']['name']}"] = f"{bundle} (served {', '.join(served) or 'none'})"
+    return found
+
+
+def detect_components(api_client: client.ApiClient, namespace: str) -> dict[str, str]:
+    """EPP and router implementations in `namespace` and the inference CRDs; a list that cannot be read
+    is named with 'unknown' rather than failing the run."""
+    versions: dict[str, str] = {}
+    status, body, _ = get_json(api_client, f"/apis/apps/v1/namespaces/{namespace}/deployments")
+    if status == 200 and isinstance(body, dict):
+        versions |= components_of(body.get("items") or [])
+    else:
+        versions["endpointPicker"] = versions["bodyBasedRouter"] = f"{UNKNOWN} (Deployments unreadable: HTTP {status})"
+    status, body, _ = get_json(api_client, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+    if status == 200 and isinstance(body, dict):
+        versions |= crd_versions(body.get("items") or [])
+    else:
+        versions["crd"] = f"{UNKNOWN} (CustomResourceDefinitions unreadable: HTTP {status})"
+    return versions
