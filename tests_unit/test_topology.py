@@ -423,3 +423,34 @@ def test_the_growth_topologies_have_uneven_weights_with_one_model_at_one_percent
         assert len(weights) == count == topology.gpu_nodes == len(topology.pools)
         assert sum(weights.values()) == pytest.approx(100)
         assert min(weights, key=weights.get) == "HuggingFaceTB/SmolLM2-135M-Instruct" and min(weights.values()) == 1
+
+
+def test_adapters_rewrites_and_flow_control_budget_are_read():
+    """models[].adapters, rewrites (weighted targets in the rewrite's pool) and flowControlBudget."""
+    data = base()
+    data["models"][0]["adapters"] = ["food-review-1"]
+    data["rewrites"] = [{"name": "gemma-alias", "pool": "gaie-gemma", "model": "gemma-latest",
+                         "targets": [{"model": "google/gemma-2b-it", "weight": 90}, {"model": "food-review-1"}]}]
+    data["expectations"]["routing"]["flowControlBudget"] = 0.02
+    t = parse_topology(yaml.safe_dump(data), REPO / SHOWN)
+    assert t.models[0].adapters == ("food-review-1",) and t.models[1].adapters == ()
+    assert t.model_serving("food-review-1") is t.models[0] and t.model_serving("nope") is None
+    rewrite = t.rewrite_for("gemma-latest")
+    assert rewrite is not None and [(x.model, x.weight) for x in rewrite.targets] == [
+        ("google/gemma-2b-it", 90), ("food-review-1", 1)]
+    assert t.flow_control_budget == 0.02 and load_topology("pattern2").flow_control_budget == 0.0
+
+
+def test_bad_adapters_and_rewrites_are_named():
+    """An adapter reusing a model id, a rewrite into another pool's model and a budget above 1 are refused."""
+    data = base()
+    data["models"][0]["adapters"] = ["microsoft/Phi-3-mini-4k-instruct"]
+    data["rewrites"] = [{"name": "gemma-alias", "pool": "gaie-gemma", "model": "gemma-latest",
+                         "targets": [{"model": "microsoft/Phi-3-mini-4k-instruct"}]}]
+    data["expectations"]["routing"]["flowControlBudget"] = 1.5
+    assert problems_of(data) == [
+        f"{SHOWN}: models[0].adapters[0]: 'microsoft/Phi-3-mini-4k-instruct' is already a model id or adapter: "
+        "every name must be unique",
+        f"{SHOWN}: rewrites[0].targets[0].model: 'microsoft/Phi-3-mini-4k-instruct' is served by pool 'gaie-phi'; "
+        "a rewrite in pool 'gaie-gemma' must name a model or adapter of that pool",
+        f"{SHOWN}: expectations.routing.flowControlBudget: must be in [0, 1], found 1.5"]
