@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from kubernetes import client
+from kubernetes.client import ApiException
 
 from llmd_conformance.kube import get_json
 
@@ -87,3 +88,32 @@ def detect_components(api_client: client.ApiClient, namespace: str) -> dict[str,
     else:
         versions["crd"] = f"{UNKNOWN} (CustomResourceDefinitions unreadable: HTTP {status})"
     return versions
+
+
+def service_images(core: client.CoreV1Api, namespace: str, service: str) -> list[tuple[str, str]]:
+    """(pod, image) of every container of the pods a Service selects; a missing Service raises ApiException."""
+    selector = core.read_namespaced_service(service, namespace).spec.selector or {}
+    if not selector:
+        return []
+    pods = core.list_namespaced_pod(namespace, label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())))
+    return [(p.metadata.name, c.image) for p in pods.items for c in p.spec.containers]
+
+
+def implementation_problem(core: client.CoreV1Api, namespace: str, service: str, role: str, wanted: str) -> str | None:
+    """Why the pods behind `service` do not run the `wanted` implementation of `role`, or None."""
+    try:
+        images = service_images(core, namespace, service)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return f"Service {namespace}/{service} does not exist"
+    if not images:
+        return f"Service {namespace}/{service} selects no pod"
+    known = [(pod, image, identify(image)) for pod, image in images]
+    of_role = [(pod, image, kind[1]) for pod, image, kind in known if kind and kind[0] == role]
+    if of_role and all(implementation == wanted for _, _, implementation in of_role):
+        return None
+    shown = of_role or [(pod, image, "not a known " + role) for pod, image in images]
+    return (f"the pods behind Service {namespace}/{service} run "
+            + ", ".join(f"{pod}: {image} ({implementation})" for pod, image, implementation in sorted(shown))
+            + f"; expected {wanted}")

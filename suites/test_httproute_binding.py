@@ -13,6 +13,7 @@ import pytest
 from kubernetes.client import ApiException
 
 from llmd_conformance.fixtures.gateway_profile_plugin import judged_status
+from llmd_conformance.components import implementation_problem
 from llmd_conformance.kube import (
     POOL_APIS,
     condition_mismatch,
@@ -194,3 +195,13 @@ def test_body_based_router_is_attached_to_the_gateway(kube, topology, gateway_pr
                               f"{topology.bbr_port}) is not attached to Gateway {topology.gateway_name}:\n"
                               + "\n".join(f"  {p}" for p in problems))
     wait_for(check, condition_timeout)
+
+
+def test_body_based_router_is_the_topology_implementation(kube, topology):
+    """The pods behind the router's Service run the router the topology names (bbr.implementation: GIE's BBR
+    or llm-d's payload processor, whose base-model ConfigMaps carry different labels), known by their image."""
+    if topology.bbr_header is None:
+        pytest.skip(f"topology {topology.name} routes without body-based routing (no bbr)")
+    problem = implementation_problem(kube.core, topology.namespace, topology.bbr_service, "bodyBasedRouter",
+                                     topology.bbr_implementation)
+    assert problem is None, f"body-based router (sets {topology.bbr_header}): {problem}"

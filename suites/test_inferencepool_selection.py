@@ -12,6 +12,7 @@ import pytest
 from kubernetes.client import ApiException
 
 from llmd_conformance.fixtures.gateway_profile_plugin import judged_status
+from llmd_conformance.components import implementation_problem
 from llmd_conformance.kube import (
     inferencepool_must_have_condition,
     label_selector,
@@ -132,3 +133,11 @@ def test_pool_references_are_resolved(kube, topology, topology_pool, gateway_pro
     inferencepool_must_have_condition(kube, topology.namespace, topology_pool.name, topology.gateway_name,
                                       "ResolvedRefs", judged_status(gateway_profile, "InferencePool", "ResolvedRefs"),
                                       timeout=condition_timeout)
+
+
+def test_pool_endpoint_picker_is_the_topology_implementation(kube, topology, topology_pool):
+    """The pods behind the EPP Service run the endpoint picker the topology names (epp.implementation: GIE's
+    reference EPP or llm-d's scheduler), known by their image."""
+    problem = implementation_problem(kube.core, topology.namespace, topology_pool.epp_service, "endpointPicker",
+                                     topology_pool.epp_implementation)
+    assert problem is None, f"InferencePool {topology.namespace}/{topology_pool.name}: endpoint picker: {problem}"

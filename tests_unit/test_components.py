@@ -2,9 +2,18 @@
 cluster (fake API server on loopback)."""
 from __future__ import annotations
 
-import pytest
+from types import SimpleNamespace
 
-from llmd_conformance.components import components_of, crd_versions, detect_components, identify
+import pytest
+from kubernetes.client import ApiException
+
+from llmd_conformance.components import (
+    components_of,
+    crd_versions,
+    detect_components,
+    identify,
+    implementation_problem,
+)
 
 
 def deployment(name: str, *images: str) -> dict:
@@ -67,3 +76,42 @@ def test_detect_components_reads_the_namespace_and_says_unknown_when_forbidden(a
     found = detect_components(api_server.api_client(), "llm-d")
     assert found == {"bodyBasedRouter.bbr": "gie-bbr v1.5.0", "bodyBasedRouter": "gie-bbr v1.5.0",
                      "crd": "unknown (CustomResourceDefinitions unreadable: HTTP 403)"}
+
+
+class FakeCore:
+    """read_namespaced_service / list_namespaced_pod over a dict of Services and pods."""
+
+    def __init__(self, services: dict[str, dict], pods: list[tuple[str, dict, list[str]]]):
+        self.services, self.pods = services, pods
+
+    def read_namespaced_service(self, name, namespace):
+        if name not in self.services:
+            raise ApiException(status=404)
+        return SimpleNamespace(spec=SimpleNamespace(selector=self.services[name]))
+
+    def list_namespaced_pod(self, namespace, label_selector):
+        wanted = dict(part.split("=", 1) for part in label_selector.split(","))
+        return SimpleNamespace(items=[
+            SimpleNamespace(metadata=SimpleNamespace(name=name),
+                            spec=SimpleNamespace(containers=[SimpleNamespace(image=i) for i in images]))
+            for name, labels, images in self.pods if wanted.items() <= labels.items()])
+
+
+SCHEDULER = "ghcr.io/llm-d/llm-d-inference-scheduler:v0.4.0"
+GIE_EPP = "registry.k8s.io/gateway-api-inference-extension/epp:v1.5.0"
+
+
+def test_implementation_problem_names_what_runs_instead():
+    """The pods behind the EPP Service must run the named implementation; otherwise the pod and image are named."""
+    core = FakeCore({"gaie-phi-epp": {"app": "phi-epp"}, "empty": {"app": "none"}},
+                    [("phi-epp-1", {"app": "phi-epp"}, [GIE_EPP, "busybox:1"])])
+    assert implementation_problem(core, "llm-d", "gaie-phi-epp", "endpointPicker", "gie-epp") is None
+    assert implementation_problem(core, "llm-d", "gaie-phi-epp", "endpointPicker", "llm-d-inference-scheduler") == (
+        f"the pods behind Service llm-d/gaie-phi-epp run phi-epp-1: {GIE_EPP} (gie-epp); expected llm-d-inference-scheduler")
+    assert implementation_problem(core, "llm-d", "gaie-phi-epp", "bodyBasedRouter", "payload-processor") == (
+        "the pods behind Service llm-d/gaie-phi-epp run phi-epp-1: busybox:1 (not a known bodyBasedRouter), "
+        f"phi-epp-1: {GIE_EPP} (not a known bodyBasedRouter); expected payload-processor")
+    assert implementation_problem(core, "llm-d", "empty", "endpointPicker", "gie-epp") == \
+        "Service llm-d/empty selects no pod"
+    assert implementation_problem(core, "llm-d", "gone", "endpointPicker", "gie-epp") == \
+        "Service llm-d/gone does not exist"

@@ -35,6 +35,10 @@ llm-d.ai/role: decode
 {{- $args = concat (list ($v.model.hfId | default $v.model.id) "--port" (toString $v.port) "--served-model-name" (include "modelserver.servedName" .)) $v.model.extraServedNames -}}
 {{- with $v.maxModelLen }}{{ $args = concat $args (list "--max-model-len" (toString .)) }}{{ end -}}
 {{- with $v.vllm.gpuMemoryUtilization }}{{ $args = concat $args (list "--gpu-memory-utilization" (toString .)) }}{{ end -}}
+{{- with $v.adapters -}}
+{{- $args = concat $args (list "--enable-lora" "--max-loras" (len . | toString) "--lora-modules") -}}
+{{- range $name := . }}{{ $args = append $args (printf "%s=%s/%s" $name $v.vllm.adapterRoot $name) }}{{ end -}}
+{{- end -}}
 {{- $args = concat $args $v.vllm.extraArgs -}}
 {{- else if eq $v.engine "sim" -}}
 {{- $args = concat (list "--model" $v.model.id "--served-model-name" (include "modelserver.servedName" .)) $v.model.extraServedNames (list "--port" (toString $v.port)) -}}
@@ -45,6 +49,11 @@ llm-d.ai/role: decode
 {{- with $v.sim.startupDuration }}{{ $args = concat $args (list "--startup-duration" .) }}{{ end -}}
 {{- with $v.sim.failureInjectionRate }}{{ $args = concat $args (list "--failure-injection-rate" (toString .)) }}{{ end -}}
 {{- with $v.sim.failureTypes }}{{ $args = concat $args (list "--failure-types") . }}{{ end -}}
+{{- with $v.adapters -}}
+{{- $args = append $args "--lora-modules" -}}
+{{- range $name := . }}{{ $args = append $args (dict "name" $name | toJson) }}{{ end -}}
+{{- $args = concat $args (list "--max-loras" (len . | toString)) -}}
+{{- end -}}
 {{- $args = concat $args $v.sim.extraArgs -}}
 {{- else -}}
 {{- fail (printf "engine must be vllm or sim, got %q" $v.engine) -}}
