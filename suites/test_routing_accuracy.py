@@ -42,7 +42,8 @@ def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, k
             return await measure_routing(
                 driver, mix, test, batch_size=opts.batch_size, per_model=per_model,
                 seed_replay_models=[m.id for m in topology.models] if opts.replay_seed_protocol else (),
-                seed_rng=random.Random(opts.mix_seed), seed_retry_interval=opts.seed_retry_interval)
+                seed_rng=random.Random(opts.mix_seed), seed_retry_interval=opts.seed_retry_interval,
+                flow_control_budget=topology.flow_control_budget)
 
     before = read_health(kube, topology)  # to date restarts and replaced pods if the answers hold errors
     outcome = asyncio.run(run())

@@ -12,7 +12,8 @@ import pytest
 
 from llmd_conformance.mixes import CHAT_COMPLETIONS, COMPLETIONS, RequestSpec
 from llmd_conformance.topology import load_topology
-from llmd_conformance.traffic import (MAX_BODY_BYTES, NO_POD, UNKNOWN_ROW, Outcome, TrafficDriver, drive_in_batches,
+from llmd_conformance.traffic import (DROPPED_REASON_HEADER, MAX_BODY_BYTES, NO_POD, SHED_COLUMN, UNKNOWN_ROW, Outcome,
+                                      TrafficDriver, drive_in_batches,
                                       percentile, replay_seed_protocol,
                                       run_seed_protocol, slices)
 from tests_unit.test_routing_fakes import (FakeGateway, blind, by_model, not_found_body, sse_body,
@@ -437,3 +438,29 @@ def test_driver_refuses_bad_settings_and_use_outside_its_context():
         TrafficDriver("http://x", timeout=0)
     with pytest.raises(RuntimeError, match="async with"):
         asyncio.run(TrafficDriver("http://x").send(0, spec()))
+
+
+FLOW_CONTROL_BODY = b"inference error: ResourceExhausted - system saturated"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_flow_control_answer_is_shed_with_its_reason_never_a_misroute(status):
+    """429/503 with x-llm-d-request-dropped-reason (llm-d's EPP) is its own outcome, carrying the reason."""
+    result = send(answer(status, FLOW_CONTROL_BODY, **{DROPPED_REASON_HEADER: "rejected-saturated"}), spec())
+    assert (result.outcome, result.dropped_reason, result.error_type) == (Outcome.SHED, "rejected-saturated",
+                                                                          "FlowControl")
+    assert result.error_message == f"shed by flow control: {status} {DROPPED_REASON_HEADER}: rejected-saturated"
+
+
+@pytest.mark.parametrize(("status", "headers"), [
+    (429, {}),                                           # no reason: a gateway error as before
+    (404, {DROPPED_REASON_HEADER: "rejected-saturated"}),  # the header on another status is not flow control
+])
+def test_without_both_status_and_header_it_is_not_shed(status, headers):
+    result = send(answer(status, FLOW_CONTROL_BODY, **headers), spec())
+    assert result.outcome is Outcome.GATEWAY_ERROR and result.dropped_reason is None
+
+
+def test_shed_requests_have_their_own_matrix_column():
+    shed = send(answer(429, FLOW_CONTROL_BODY, **{DROPPED_REASON_HEADER: "evicted"}), spec())
+    assert slices([shed]).matrix == {GEMMA: {SHED_COLUMN: 1}}

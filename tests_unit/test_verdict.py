@@ -20,7 +20,7 @@ from llmd_conformance.traffic import Outcome, RequestResult, slices
 from llmd_conformance.mixes import plan_mix
 from llmd_conformance.verdict import (CLOPPER_PEARSON, WILSON, Criteria, ModelCriterion, RoutingTest, SequentialTest,
                                       Tally, allowed_incorrect, binomial_cdf, binomial_tail, floor_requests,
-                              clopper_pearson_lower, clopper_pearson_upper, diagnose, explain,
+                              clopper_pearson_lower, clopper_pearson_upper, diagnose, explain, format_models,
                               lower_bound, requests_needed, seed_protocol_pass_probability, unreachable,
                               upper_bound, wilson_lower, wilson_upper)
 
@@ -430,3 +430,35 @@ def test_a_broken_light_model_is_caught_within_tens_of_its_own_requests():
     assert max(caught_within) <= 29 and all(n <= 29 for n in caught_within)
     share = sum(n <= 5 for n in caught_within) / len(caught_within)
     assert share == pytest.approx(1 - 0.5 ** 5, abs=0.015)
+
+
+def shed(index: int, model: str = GEMMA, reason: str = "rejected-saturated") -> RequestResult:
+    spec = RequestSpec(model, COMPLETIONS, False, "hi", 4, 0.0, True)
+    return RequestResult(index, spec, Outcome.SHED, 429, None, "FlowControl", f"shed by flow control: {reason}",
+                         None, 0.01, None, reason)
+
+
+def test_shed_requests_are_kept_out_of_accuracy_and_judged_by_the_budget():
+    """Flow control's sheds are sent but not routing trials: the bound uses the routed ones; the share of
+    sheds passes within the topology's flowControlBudget and fails above it, naming the reasons."""
+    criteria = Criteria(300, 0, 0.98, 0.95, WILSON)
+    ok = [result(i, GEMMA, Outcome.OK, pod="p", served=GEMMA) for i in range(294)]
+    results = ok + [shed(294 + i) for i in range(5)] + [shed(299, reason="evicted")]
+    tally = Tally.of(results)
+    assert (tally.trials, tally.correct, tally.shed, tally.sent, tally.misroutes) == (294, 294, 6, 300, 0)
+    within = RoutingTest(SequentialTest(criteria, 10), {GEMMA: 300}, None, flow_control_budget=0.02).decide(results)
+    assert within.passed, within.reason
+    over = RoutingTest(SequentialTest(criteria, 10), {GEMMA: 300}, None, flow_control_budget=0.01).decide(results)
+    assert not over.passed and over.reason.startswith(
+        "shed by flow control: 6 of 300 requests (2.0%), over the topology's flowControlBudget 1.0% "
+        "(x-llm-d-request-dropped-reason: evicted 1, rejected-saturated 5)")
+    assert over.tally.misroutes == 0 and "misrouted" not in over.reason
+
+
+def test_the_model_table_shows_sheds_only_when_there_are_some():
+    criteria = Criteria(300, 0, 0.98, 0.95, WILSON)
+    results = [result(0, GEMMA, Outcome.OK, pod="p", served=GEMMA), shed(1)]
+    decision = RoutingTest(SequentialTest(criteria, 2), {GEMMA: 300}, None, flow_control_budget=0.5).decide(results)
+    header = format_models(decision, slices(results)).splitlines()[0].split()
+    assert "shed" in header
+    assert "shed" not in format_models(decision, slices(results[:1])).splitlines()[0].split()
