@@ -15,6 +15,7 @@ import pytest
 from llmd_conformance.mixes import (CHAT_COMPLETIONS, COMPLETIONS, UNKNOWN_PREFIX, RequestSpec, topology_mix,
                                     topology_plan)
 from llmd_conformance.fixtures.routing_plugin import add_terminal_summary, cluster_pod_maps, deployed_selectors
+from llmd_conformance.components import cluster_rewrites
 from llmd_conformance.health import ERRORS, diagnose_errors, read_health
 from llmd_conformance.traffic import AnswerKind, Outcome, TrafficDriver
 from llmd_conformance.verdict import (Criteria, PodMap, SequentialTest, diagnose, explain, format_run,
@@ -31,7 +32,8 @@ def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, k
     criteria = Criteria.from_expectation(topology.routing, requests=opts.requests, threshold=opts.threshold,
                                          method=opts.bound)
     plan = topology_plan(topology, criteria.requests)
-    mix = topology_mix(topology, criteria.requests, opts.mix_seed)
+    mix = topology_mix(topology, criteria.requests, opts.mix_seed,
+                       cluster_rewrites(kube.api_client, topology.namespace))
     criteria = dataclasses.replace(criteria, requests=len(mix))
     per_model = topology.routing.per_model
     test = SequentialTest(criteria, opts.batch_size)

@@ -8,6 +8,7 @@ import pytest
 from kubernetes.client import ApiException
 
 from llmd_conformance.components import (
+    cluster_rewrites,
     components_of,
     crd_versions,
     detect_components,
@@ -115,3 +116,21 @@ def test_implementation_problem_names_what_runs_instead():
         "Service llm-d/empty selects no pod"
     assert implementation_problem(core, "llm-d", "gone", "endpointPicker", "gie-epp") == \
         "Service llm-d/gone does not exist"
+
+
+def test_cluster_rewrites_are_read_from_every_api_serving_them_oldest_first(api_server):
+    """Exact-match rules of InferenceModelRewrites (GIE's group and llm-d.ai), the oldest object winning a name."""
+    def rewrite(created, rules):
+        return {"metadata": {"creationTimestamp": created}, "spec": {"rules": rules}}
+    api_server.routes["/apis/inference.networking.x-k8s.io/v1alpha2/namespaces/llm-d/inferencemodelrewrites"] = (200, {
+        "items": [rewrite("2026-12-02T10:00:00Z", [
+            {"matches": [{"model": {"type": "Exact", "value": "gemma-latest"}}],
+             "targets": [{"modelRewrite": "google/gemma-2b-it", "weight": 90}, {"modelRewrite": "food-review-1"}]},
+            {"targets": [{"modelRewrite": "every-request"}]}])]})
+    api_server.routes["/apis/llm-d.ai/v1alpha2/namespaces/llm-d/inferencemodelrewrites"] = (200, {
+        "items": [rewrite("2026-12-02T11:00:00Z", [
+            {"matches": [{"model": {"value": "gemma-latest"}}, {"model": {"value": "phi-latest"}}],
+             "targets": [{"modelRewrite": "microsoft/Phi-3-mini-4k-instruct"}]}])]})
+    assert cluster_rewrites(api_server.api_client(), "llm-d") == {
+        "gemma-latest": ("google/gemma-2b-it", "food-review-1"), "phi-latest": ("microsoft/Phi-3-mini-4k-instruct",)}
+    assert cluster_rewrites(api_server.api_client(), "other") == {}

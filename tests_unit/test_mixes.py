@@ -8,13 +8,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from llmd_conformance.mixes import (CHAT_COMPLETIONS, COMPLETIONS, MAX_PROMPT_CHARS, MAX_TOKENS, PROMPT_TOKEN_BUDGET,
-                            RequestSpec, apportion, draw_mix, estimated_tokens, plan_mix, prompts, topology_mix,
-                            topology_plan, unknown_model_names)
-from llmd_conformance.topology import load_topology
+                            RequestSpec, apportion, draw_mix, estimated_tokens, plan_mix, prompts, requested_names,
+                            topology_mix, topology_plan, unknown_model_names)
+from llmd_conformance.topology import load_topology, parse_topology
 
 REPO = Path(__file__).resolve().parents[1]
 SERVED = ("google/gemma-2b-it", "microsoft/Phi-3-mini-4k-instruct")
@@ -165,3 +166,20 @@ def test_plan_raises_exactly_the_models_below_the_floor(n, floor, weights):
     assert all(plan.counts[m] == max(shares[m], floor) for m in weights)
     assert set(plan.raised) == {m for m in weights if shares[m] < floor}
     assert plan.total >= n and plan.total == sum(plan.counts.values()) + plan.unknown
+
+
+def test_adapters_and_rewrite_names_share_their_models_weight_and_carry_the_rewrite_targets():
+    """Each model's weight is shared by its id, adapters and rewrite names; a rewrite name's requests accept
+    its targets (the topology's over the cluster's), other names only themselves."""
+    data = yaml.safe_load(load_topology("pattern2").source.read_text())
+    data["models"][0]["adapters"] = ["food-review-1"]
+    data["rewrites"] = [{"name": "gemma-alias", "pool": "gaie-gemma", "model": "gemma-latest",
+                         "targets": [{"model": "google/gemma-2b-it"}]}]
+    topology = parse_topology(yaml.safe_dump(data), load_topology("pattern2").source)
+    weights = requested_names(topology)
+    assert weights == pytest.approx({"google/gemma-2b-it": 1 / 3, "food-review-1": 1 / 3, "gemma-latest": 1 / 3,
+                                     "microsoft/Phi-3-mini-4k-instruct": 1.0})
+    mix = topology_mix(topology, 300, 7, cluster_rewrites={"gemma-latest": ("elsewhere",), "canary": ("x",)})
+    by_name = {s.model: s.accepts for s in mix if s.known}
+    assert by_name["gemma-latest"] == ("google/gemma-2b-it",) and by_name["food-review-1"] == ()
+    assert {s.model for s in mix if s.known} == set(weights)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import socket
@@ -464,3 +465,12 @@ def test_without_both_status_and_header_it_is_not_shed(status, headers):
 def test_shed_requests_have_their_own_matrix_column():
     shed = send(answer(429, FLOW_CONTROL_BODY, **{DROPPED_REASON_HEADER: "evicted"}), spec())
     assert slices([shed]).matrix == {GEMMA: {SHED_COLUMN: 1}}
+
+
+def test_an_answer_for_a_rewrite_target_is_correct_only_for_the_rewritten_name():
+    """'gemma-latest' rewritten to gemma: gemma's answer is ok_rewritten for it, a misroute for any other name."""
+    rewritten = dataclasses.replace(spec("gemma-latest"), accepts=(GEMMA,))
+    assert send(answer(200, completion(GEMMA), **JSON), rewritten).outcome is Outcome.OK_REWRITTEN
+    assert send(answer(200, completion("gemma-latest"), **JSON), rewritten).outcome is Outcome.MISROUTED
+    assert send(answer(200, completion(GEMMA), **JSON), spec("other-name")).outcome is Outcome.MISROUTED
+    assert send(answer(200, completion("food-review-1"), **JSON), spec("food-review-1")).outcome is Outcome.OK

@@ -11,14 +11,15 @@ import re
 from statistics import NormalDist
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from llmd_conformance.mixes import COMPLETIONS, RequestSpec
-from llmd_conformance.topology import load_topology
+from llmd_conformance.topology import load_topology, parse_topology
 from llmd_conformance.traffic import Outcome, RequestResult, slices
 from llmd_conformance.mixes import plan_mix
-from llmd_conformance.verdict import (CLOPPER_PEARSON, WILSON, Criteria, ModelCriterion, RoutingTest, SequentialTest,
+from llmd_conformance.verdict import (CLOPPER_PEARSON, WILSON, Criteria, ModelCriterion, PodMap, RoutingTest, SequentialTest,
                                       Tally, allowed_incorrect, binomial_cdf, binomial_tail, floor_requests,
                               clopper_pearson_lower, clopper_pearson_upper, diagnose, explain, format_models,
                               lower_bound, requests_needed, seed_protocol_pass_probability, unreachable,
@@ -462,3 +463,19 @@ def test_the_model_table_shows_sheds_only_when_there_are_some():
     header = format_models(decision, slices(results)).splitlines()[0].split()
     assert "shed" in header
     assert "shed" not in format_models(decision, slices(results[:1])).splitlines()[0].split()
+
+
+def test_misroutes_of_a_rewritten_name_are_diagnosed_as_the_rewrites_fault():
+    """Requests for a rewrite name refused for a model that is not its target name the rewrite, not a pool."""
+    data = yaml.safe_load(load_topology("pattern2").source.read_text())
+    data["rewrites"] = [{"name": "gemma-alias", "pool": "gaie-gemma", "model": "gemma-latest",
+                         "targets": [{"model": GEMMA}]}]
+    topology = parse_topology(yaml.safe_dump(data), load_topology("pattern2").source)
+    spec = RequestSpec("gemma-latest", COMPLETIONS, False, "hi", 4, 0.0, True, accepts=(GEMMA,))
+    refused = RequestResult(0, spec, Outcome.MISROUTED, 404, None, "NotFoundError",
+                            f"The model `{PHI}` does not exist.", None, 0.01, None)
+    diagnosis = diagnose(topology, [refused], {"ms-gemma-0": GEMMA}, {"gaie-gemma": {"ms-gemma-0"}})
+    assert diagnosis == (f"rewrite fault: 1 request(s) for 'gemma-latest' were rewritten to '{PHI}', not to its "
+                         f"target(s) '{GEMMA}' that InferenceModelRewrite gemma-alias (pool gaie-gemma) names")
+    pods = PodMap.of(topology, {"ms-gemma-0": GEMMA})
+    assert pods.column("gemma-latest", "ms-gemma-0") == "own pods" and pods.column(PHI, "ms-gemma-0") == "pool gaie-gemma"
