@@ -54,7 +54,8 @@ def _fmt(ids) -> str:
 
 
 def test_backend_pods_serve_only_their_model(kube, topology, topology_model):
-    """Every pod of the model lists exactly the model's id on /v1/models, on every target port of its pool."""
+    """Every pod of the model lists exactly the model's id and its LoRA adapters on /v1/models, on every
+    target port of its pool."""
     pool = topology.pool(topology_model.pool)
     selector = topology_model.pod_labels  # the model's pods, also those its pool fails to select
     pods = pods_matching(kube.core, topology.namespace, selector)
@@ -65,15 +66,17 @@ def test_backend_pods_serve_only_their_model(kube, topology, topology_model):
             listing = _pod_listing(kube, topology.namespace, pod.metadata.name, port)
             if listing.problem:
                 wrong.append(f"  pod {pod.metadata.name} port {port}: {listing.problem}")
-            elif listing.ids != {topology_model.id}:
+            elif listing.ids != {topology_model.id, *topology_model.adapters}:
                 wrong.append(f"  pod {pod.metadata.name} port {port}: lists {_fmt(listing.ids)}")
-    assert not wrong, (f"model {topology_model.id}: expected every pod to list exactly [{topology_model.id}] "
+    expected = _fmt({topology_model.id, *topology_model.adapters})
+    assert not wrong, (f"model {topology_model.id}: expected every pod to list exactly {expected} "
                        f"on /{MODELS_PATH}:\n" + "\n".join(wrong[:5]))
 
 
 def test_backends_serve_exactly_the_topology_models(kube, topology):
-    """The models listed by all pods the pools select are the topology's models: none missing, none extra."""
-    expected = {m.id for m in topology.models}
+    """The models listed by all pods the pools select are the topology's models and adapters: none missing,
+    none extra."""
+    expected = {name for m in topology.models for name in (m.id, *m.adapters)}
     served: dict[str, list[str]] = {}
     problems = []
     seen = set()
@@ -121,7 +124,7 @@ def test_gateway_models_listing_matches_routing(gateway_url, topology, conforman
     gets the gateway's no-route answer (reference: 404 with an empty body); other answers are named by kind."""
     url = f"{gateway_url}/{MODELS_PATH}"
     answers = _gateway_answers(gateway_url)
-    models = {m.id for m in topology.models}
+    models = {name for m in topology.models for name in (m.id, *m.adapters)}
     known = gateway_profile.answers
     if not topology.has_catch_all_rule:
         conformance_report.add_property("gatewayModelsListing", "not routed (every rule matches a model header)")

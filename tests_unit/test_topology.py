@@ -31,7 +31,7 @@ def only_problem(data: dict | str) -> str:
 
 
 @pytest.mark.parametrize("name", ["pattern1", "pattern2", "pattern2-single-pool", "pattern2-gke-local", "pattern2-llmd",
-                                  "pattern2-llmd-single-pool"])
+                                  "pattern2-llmd-single-pool", "pattern2-rewrite"])
 def test_shipped_topologies_load(name):
     """Every topology under manifests/topologies loads without problems."""
     topology = load_topology(name)
@@ -76,7 +76,7 @@ def test_unknown_topology_name_lists_the_known_ones():
         load_topology("pattern3")
     assert str(excinfo.value) == ("unknown topology 'pattern3' (known: pattern1, pattern2, pattern2-16-models, "
                                   "pattern2-4-models, pattern2-8-models, pattern2-gke-local, pattern2-llmd, "
-                                  "pattern2-llmd-single-pool, pattern2-single-pool); "
+                                  "pattern2-llmd-single-pool, pattern2-rewrite, pattern2-single-pool); "
                                   "pass one of these names or the path of a topology YAML file")
 
 
