@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import yaml
 from kubernetes.client import ApiException
 
 from llmd_conformance.fixtures.gateway_profile_plugin import judged_status
@@ -205,3 +206,33 @@ def test_body_based_router_is_the_topology_implementation(kube, topology):
     problem = implementation_problem(kube.core, topology.namespace, topology.bbr_service, "bodyBasedRouter",
                                      topology.bbr_implementation)
     assert problem is None, f"body-based router (sets {topology.bbr_header}): {problem}"
+
+
+ROUTER_CONFIGMAP_LABELS = {"gie-bbr": "inference.networking.k8s.io/bbr-managed",
+                           "payload-processor": "inference.llm-d.ai/ipp-managed"}
+
+
+def test_body_based_router_maps_every_name_to_its_base_model(kube, topology):
+    """With X-Gateway-Base-Model-Name the router looks each requested name up in the ConfigMaps labelled for
+    it (GIE's BBR: inference.networking.k8s.io/bbr-managed; llm-d's payload processor:
+    inference.llm-d.ai/ipp-managed): every model id is a data.baseModel there and every adapter is in its
+    model's data.adapters. ConfigMaps with the other router's label are named: that router never reads them."""
+    if topology.bbr_header != "X-Gateway-Base-Model-Name":
+        pytest.skip(f"topology {topology.name} does not route on the base model (bbr.header {topology.bbr_header})")
+    wanted = ROUTER_CONFIGMAP_LABELS[topology.bbr_implementation]
+    mapped: dict[str, str] = {}
+    other: list[str] = []
+    for cm in kube.core.list_namespaced_config_map(topology.namespace).items:
+        labels, data = cm.metadata.labels or {}, cm.data or {}
+        if labels.get(wanted) == "true" and data.get("baseModel"):
+            mapped[data["baseModel"]] = data["baseModel"]
+            for adapter in yaml.safe_load(data.get("adapters") or "[]") or []:
+                mapped[str(adapter)] = data["baseModel"]
+        elif any(labels.get(label) == "true" for label in ROUTER_CONFIGMAP_LABELS.values()):
+            other.append(f"{cm.metadata.name} ({', '.join(k for k in ROUTER_CONFIGMAP_LABELS.values() if k in labels)})")
+    wrong = [f"{name} -> {mapped.get(name, 'nothing')} (expected {model.id})"
+             for model in topology.models for name in (model.id, *model.adapters) if mapped.get(name) != model.id]
+    assert not wrong, (f"{topology.bbr_implementation} (sets {topology.bbr_header} from ConfigMaps labelled {wanted}=true "
+                       f"in {topology.namespace}) maps: {'; '.join(wrong)}"
+                       + (f"; ConfigMaps labelled for the other router, which it never reads: {', '.join(other)}"
+                          if other else ""))
