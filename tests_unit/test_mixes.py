@@ -181,5 +181,5 @@ def test_adapters_and_rewrite_names_share_their_models_weight_and_carry_the_rewr
                                      "microsoft/Phi-3-mini-4k-instruct": 1.0})
     mix = topology_mix(topology, 300, 7, cluster_rewrites={"gemma-latest": ("elsewhere",), "canary": ("x",)})
     by_name = {s.model: s.accepts for s in mix if s.known}
-    assert by_name["gemma-latest"] == ("google/gemma-2b-it",) and by_name["food-review-1"] == ()
+    assert by_name["gemma-latest"] == ("google/gemma-2b-it", "gemma-latest") and by_name["food-review-1"] == ()
     assert {s.model for s in mix if s.known} == set(weights)

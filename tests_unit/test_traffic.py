@@ -468,9 +468,11 @@ def test_shed_requests_have_their_own_matrix_column():
 
 
 def test_an_answer_for_a_rewrite_target_is_correct_only_for_the_rewritten_name():
-    """'gemma-latest' rewritten to gemma: gemma's answer is ok_rewritten for it, a misroute for any other name."""
-    rewritten = dataclasses.replace(spec("gemma-latest"), accepts=(GEMMA,))
+    """'gemma-latest' rewritten to gemma: gemma's answer is ok_rewritten for it (its own name, written back by the
+    EPP, is ok), another model's a misroute; gemma's answer is a misroute for any other name."""
+    rewritten = dataclasses.replace(spec("gemma-latest"), accepts=(GEMMA, "gemma-latest"))
     assert send(answer(200, completion(GEMMA), **JSON), rewritten).outcome is Outcome.OK_REWRITTEN
-    assert send(answer(200, completion("gemma-latest"), **JSON), rewritten).outcome is Outcome.MISROUTED
+    assert send(answer(200, completion("gemma-latest"), **JSON), rewritten).outcome is Outcome.OK
+    assert send(answer(200, completion(PHI), **JSON), rewritten).outcome is Outcome.MISROUTED
     assert send(answer(200, completion(GEMMA), **JSON), spec("other-name")).outcome is Outcome.MISROUTED
     assert send(answer(200, completion("food-review-1"), **JSON), spec("food-review-1")).outcome is Outcome.OK

@@ -471,7 +471,7 @@ def test_misroutes_of_a_rewritten_name_are_diagnosed_as_the_rewrites_fault():
     data["rewrites"] = [{"name": "gemma-alias", "pool": "gaie-gemma", "model": "gemma-latest",
                          "targets": [{"model": GEMMA}]}]
     topology = parse_topology(yaml.safe_dump(data), load_topology("pattern2").source)
-    spec = RequestSpec("gemma-latest", COMPLETIONS, False, "hi", 4, 0.0, True, accepts=(GEMMA,))
+    spec = RequestSpec("gemma-latest", COMPLETIONS, False, "hi", 4, 0.0, True, accepts=(GEMMA, "gemma-latest"))
     refused = RequestResult(0, spec, Outcome.MISROUTED, 404, None, "NotFoundError",
                             f"The model `{PHI}` does not exist.", None, 0.01, None)
     diagnosis = diagnose(topology, [refused], {"ms-gemma-0": GEMMA}, {"gaie-gemma": {"ms-gemma-0"}})
