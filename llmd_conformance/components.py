@@ -123,17 +123,21 @@ def implementation_problem(core: client.CoreV1Api, namespace: str, service: str,
 REWRITE_APIS = ("inference.networking.x-k8s.io/v1alpha2", "llm-d.ai/v1alpha2")
 
 
-def cluster_rewrites(api_client: client.ApiClient, namespace: str) -> dict[str, tuple[str, ...]]:
+def cluster_rewrites(custom: client.CustomObjectsApi, namespace: str) -> dict[str, tuple[str, ...]]:
     """Requested model name -> the names its InferenceModelRewrite may send it to, for every rule with
     an exact model match in `namespace`, from every API that serves the kind (none installed: empty).
     The oldest object wins a name, as the API's precedence says; rules without a match (every request
     of a pool) name no model and are left out."""
     found: list[tuple[str, str, tuple[str, ...]]] = []
     for api in REWRITE_APIS:
-        status, body, _ = get_json(api_client, f"/apis/{api}/namespaces/{namespace}/inferencemodelrewrites")
-        if status != 200 or not isinstance(body, dict):
-            continue
-        for item in body.get("items") or []:
+        group, version = api.split("/")
+        try:
+            items = custom.list_namespaced_custom_object(group, version, namespace, "inferencemodelrewrites")["items"]
+        except ApiException as exc:
+            if exc.status == 404:  # the API is not installed
+                continue
+            raise
+        for item in items or []:
             created = item.get("metadata", {}).get("creationTimestamp") or ""
             for rule in item.get("spec", {}).get("rules") or []:
                 targets = tuple(t.get("modelRewrite") for t in rule.get("targets") or [] if t.get("modelRewrite"))

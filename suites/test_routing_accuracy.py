@@ -33,7 +33,7 @@ def test_first_attempt_routing_accuracy_meets_threshold(topology, gateway_url, k
                                          method=opts.bound)
     plan = topology_plan(topology, criteria.requests)
     mix = topology_mix(topology, criteria.requests, opts.mix_seed,
-                       cluster_rewrites(kube.api_client, topology.namespace))
+                       cluster_rewrites(kube.custom, topology.namespace))
     criteria = dataclasses.replace(criteria, requests=len(mix))
     per_model = topology.routing.per_model
     test = SequentialTest(criteria, opts.batch_size)

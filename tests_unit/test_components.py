@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from kubernetes import client
 from kubernetes.client import ApiException
 
 from llmd_conformance.components import (
@@ -131,6 +132,7 @@ def test_cluster_rewrites_are_read_from_every_api_serving_them_oldest_first(api_
         "items": [rewrite("2026-12-02T11:00:00Z", [
             {"matches": [{"model": {"value": "gemma-latest"}}, {"model": {"value": "phi-latest"}}],
              "targets": [{"modelRewrite": "microsoft/Phi-3-mini-4k-instruct"}]}])]})
-    assert cluster_rewrites(api_server.api_client(), "llm-d") == {
+    custom = client.CustomObjectsApi(api_server.api_client())
+    assert cluster_rewrites(custom, "llm-d") == {
         "gemma-latest": ("google/gemma-2b-it", "food-review-1"), "phi-latest": ("microsoft/Phi-3-mini-4k-instruct",)}
-    assert cluster_rewrites(api_server.api_client(), "other") == {}
+    assert cluster_rewrites(custom, "other") == {}

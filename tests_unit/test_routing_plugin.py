@@ -24,6 +24,7 @@ FAKE_FIXTURES = '''
 import json, types
 import pytest
 from llmd_conformance.kube import POOL_APIS
+from kubernetes.client import ApiException
 from llmd_conformance.profiles import load_profile
 from llmd_conformance.topology import load_topology
 from tests_unit.test_routing_fakes import FakeCoreApi, topology_pods
@@ -54,7 +55,14 @@ def gateway_profile():
 def kube(topology):
     pools = {{p.name: {{"spec": {{"selector": {{"matchLabels": p.selector}}}}}} for p in topology.pools}}
     return types.SimpleNamespace(core=FakeCoreApi(topology_pods(topology)), pool_api=POOL_APIS[0],
-                                 get_pool=lambda namespace, name: pools[name])
+                                 get_pool=lambda namespace, name: pools[name], custom=NoRewriteApi())
+
+
+class NoRewriteApi:
+    """A cluster without the InferenceModelRewrite API."""
+
+    def list_namespaced_custom_object(self, group, version, namespace, plural):
+        raise ApiException(status=404)
 
 
 class Recorder:
