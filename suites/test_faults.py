@@ -3,6 +3,7 @@ failed by the checks it names, with the words it names, and the healthy deployme
 
     pytest suites/ -m faults                   # every fault, on the local target
     pytest suites/ -m faults -k bbr-missing    # one fault
+    pytest suites/ -m "faults and ci_sample"   # the sample .ci/run runs (llmd_conformance/faults.py CI_SAMPLE)
 
 One test per fault. The local target is set up once (healthy pattern2); each test applies its
 fault, runs the suite against the cluster in a subprocess (--target cluster, read-only), judges
@@ -15,12 +16,13 @@ from __future__ import annotations
 import pytest
 
 from llmd_conformance import timing
-from llmd_conformance.faults import BenchConfig, FaultBench, FaultTablePlugin, load_catalogue
+from llmd_conformance.faults import CI_SAMPLE, BenchConfig, FaultBench, FaultTablePlugin, load_catalogue
 from llmd_conformance.targets import progress_writer
 
 pytestmark = [pytest.mark.faults]
 
 CATALOGUE = load_catalogue()
+SAMPLED = {CATALOGUE.fault(name).name for name in CI_SAMPLE}  # a name not in the catalogue fails collection
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +47,8 @@ def fault_bench(local_pattern2_only, target, kube, topology, run_config, pytestc
 
 
 @pytest.mark.parametrize("fault", [
-    pytest.param(f, id=f.name, marks=pytest.mark.timeout(f.timeout + timing.DEFAULT.fault_restore))
+    pytest.param(f, id=f.name, marks=[pytest.mark.timeout(f.timeout + timing.DEFAULT.fault_restore),
+                                      *([pytest.mark.ci_sample] if f.name in SAMPLED else [])])
     for f in CATALOGUE.faults])
 def test_fault_is_failed_by_its_checks(fault, fault_bench):
     """The broken deployment fails the named checks with the named words, keeps the named ones passing,
