@@ -11,7 +11,9 @@ import json
 from types import SimpleNamespace
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from llmd_conformance.kube import POOL_APIS
 from llmd_conformance.topology import Topology
 
 NS = "llm-d"
@@ -50,13 +52,16 @@ def endpoint_slice(service_name: str, endpoints: dict[str, bool]) -> dict:
 
 
 def deployment(topology: Topology) -> dict:
-    state = {"pods": [], "services": [], "slices": []}
+    state = {"pods": [], "services": [], "slices": [], "pools": []}
     ip = iter(f"10.244.1.{n}" for n in range(10, 250))
     for model in topology.models:
         for i in range(model.replicas):
             state["pods"].append(pod(f"{model.release}-decode-{i}", topology.model_selector(model.id), next(ip),
                                      containers=("vllm",), env={"HF_TOKEN": "hf_" + "Q" * 30}))
     for pool in topology.pools:
+        state["pools"].append({"apiVersion": POOL_APIS[0].api_version, "kind": "InferencePool",
+                               "metadata": {"name": pool.name, "namespace": NS},
+                               "spec": {"selector": {"matchLabels": pool.selector}}})
         address = next(ip)
         state["pods"].append(pod(f"{pool.epp_service}-0", {EPP_LABEL: pool.epp_service}, address, containers=("epp",)))
         state["services"].append(service(pool.epp_service, {EPP_LABEL: pool.epp_service}, pool.epp_port))
@@ -98,7 +103,7 @@ def _selected(obj: dict, label_selector: str) -> bool:
 
 
 class FakeCluster:
-    """`core` and `discovery` list calls over a sequence of states: each read of the Services (the
+    """`core`, `discovery` and `custom` list calls and `get_pool` over a sequence of states: each read of the Services (the
     start of one look at the cluster) moves to the next state, the last one staying."""
 
     def __init__(self, *states: dict):
@@ -106,6 +111,8 @@ class FakeCluster:
         self.looks = 0
         self.core = SimpleNamespace(list_namespaced_pod=self.list_pods, list_namespaced_service=self.list_services)
         self.discovery = SimpleNamespace(list_namespaced_endpoint_slice=self.list_slices)
+        self.custom = SimpleNamespace(list_namespaced_custom_object=self.list_custom)
+        self.pool_api = POOL_APIS[0]
 
     @property
     def state(self) -> dict:
@@ -120,6 +127,15 @@ class FakeCluster:
 
     def list_slices(self, namespace: str):
         return model({"items": self.state["slices"]}, "V1EndpointSliceList")
+
+    def get_pool(self, namespace: str, name: str) -> dict:
+        for pool in self.state["pools"]:
+            if pool["metadata"]["name"] == name:
+                return pool
+        raise ApiException(status=404)
+
+    def list_custom(self, group, version, namespace, plural):
+        raise ApiException(status=404)  # no custom APIs (e.g. InferenceModelRewrite) installed
 
 
 TOKEN = "hf_" + "Z" * 34  # a token-shaped string in a log: the bundle must mask it
