@@ -23,6 +23,9 @@ Schema (every key but those marked optional is required; unknown keys are errors
       noRoute: [{status: <int>, body: <text>}, ...]       (body optional: any body)
       notProgrammed: [...]                                 (may be empty)
     bbr: {attachment: extProc|GCPRoutingExtension}
+
+PYTEST_DONT_REWRITE: the assertion messages here are evidence and must read the same whether pytest
+loads this package from a checkout or as the installed plugin (which rewrites its whole distribution).
 """
 from __future__ import annotations
 
